@@ -1,0 +1,120 @@
+"""Checkpoints (orbax) of the whole training state and the data iterators, and resume rules.
+
+Layout of a workdir: ``checkpoints/<step>/`` holds items ``state`` (params, optimizer
+state, step, RNG key, method state) and one item per data iterator (grain state);
+``best/<step>/`` (fine-tuning) holds the best parameters by ``eval/target_valid_bpb``;
+``config.json`` is the resolved config the run was started with.
+
+Resume order: the latest checkpoint in ``workdir/checkpoints`` if any; else, for
+fine-tuning, the parameters of ``config.finetune.init_from``; else a fresh init.
+A workdir is only resumed with a config that matches it in every key that changes the
+result (model, method, data, optimiser, seeds, batch sizes); the keys in
+``HARMLESS_KEYS`` (run length, logging, evaluation and checkpoint cadence) may change.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Mapping
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+HARMLESS_KEYS = (
+    "train.steps", "train.eval_every", "train.log_every", "eval.", "checkpoint.",
+    "data.num_threads", "data.tfds_data_dir", "finetune.init_from", "log.",
+)
+
+
+class ConfigMismatchError(ValueError):
+    """Resuming a workdir with a config that would change the result."""
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Keys (dotted) whose values differ and that are not harmless, with both values."""
+    old, new = _flatten(saved), _flatten(current)
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        if any(key == h or (h.endswith(".") and key.startswith(h)) for h in HARMLESS_KEYS):
+            continue
+        if old.get(key, "<absent>") != new.get(key, "<absent>"):
+            diffs.append(f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
+    return diffs
+
+
+def check_and_save_config(config_json: dict[str, Any], workdir: pathlib.Path,
+                          has_checkpoint: bool) -> None:
+    """Refuses to resume with a config that matters differently; writes ``config.json``."""
+    path = workdir / "config.json"
+    if has_checkpoint and path.exists():
+        diffs = config_differences(json.loads(path.read_text()), config_json)
+        if diffs:
+            raise ConfigMismatchError(
+                f"Workdir {str(workdir)!r} holds a run with a different config; resuming it "
+                "would mix two experiments. Differences:\n  " + "\n  ".join(diffs) +
+                "\nUse a new --workdir, or restore the original values of these keys.")
+    if jax.process_index() == 0:
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(config_json, indent=2, sort_keys=True))
+        tmp.replace(path)
+
+
+class Checkpointer:
+    """Saves and restores ``{state, <iterator name>...}`` with an orbax CheckpointManager."""
+
+    def __init__(self, directory: pathlib.Path, *, keep: int):
+        self._manager = ocp.CheckpointManager(
+            directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state, iterators: Mapping[str, Any]) -> None:
+        items = {"state": ocp.args.StandardSave(state)}
+        items.update({name: grain.checkpoint.CheckpointSave(it) for name, it in iterators.items()})
+        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def restore(self, step: int, abstract_state, iterators: Mapping[str, Any]):
+        """Returns the state of ``step``; sets the iterators' positions in place."""
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        items.update({name: grain.checkpoint.CheckpointRestore(it)
+                      for name, it in iterators.items()})
+        return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def restore_params(path: str) -> Any:
+    """Parameters of the latest checkpoint under ``path`` (a workdir or its checkpoints dir).
+
+    Returned as saved (host arrays); the caller checks they fit its model.
+    """
+    root = pathlib.Path(path).expanduser().absolute()
+    if (root / "checkpoints").is_dir():
+        root = root / "checkpoints"
+    if not root.is_dir():
+        raise FileNotFoundError(f"No checkpoint directory at {str(root)!r} "
+                                "(config.finetune.init_from); give the workdir of a finished run.")
+    manager = ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(read_only=True))
+    step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"{str(root)!r} holds no checkpoint (config.finetune.init_from).")
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    manager.close()
+    return restored["state"]["params"]

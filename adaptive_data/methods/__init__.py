@@ -1,0 +1,28 @@
+"""Training methods: what data each step reads and the pure step function.
+
+A ``Method`` names its input streams (stream -> (corpus split, global batch size)),
+how to initialise its extra state, and ``step(state, batches) -> (state, metrics)``,
+a pure function that the driver jits once. ``build(config, ...)`` picks the method of
+``config.method``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from adaptive_data.methods import baselines
+from adaptive_data.methods.types import Method
+
+BUILDERS: dict[str, Callable[..., Method]] = {
+    "base": baselines.base,
+    "mixing": baselines.mixing,
+    "finetune": baselines.finetune,
+}
+
+
+def build(config, *, model, tx, corpus) -> Method:
+    """The Method of ``config.method`` for this model, optimiser and corpus."""
+    if config.method not in BUILDERS:
+        raise ValueError(f"Unknown config.method={config.method!r}; choose one of "
+                         f"{sorted(BUILDERS)}.")
+    return BUILDERS[config.method](config, model=model, tx=tx, corpus=corpus)

@@ -1,0 +1,26 @@
+"""The ``Method`` record: what a training method tells the driver."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+
+def _no_state(key, params):
+    del key, params
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A training method as the driver sees it.
+
+    ``streams``: stream name -> (corpus split, global batch size); the driver feeds
+    ``step(state, batches)`` a dict with one batch per stream. ``init_method_state(key,
+    params)`` builds ``TrainState.method_state``.
+    """
+
+    name: str
+    streams: Mapping[str, tuple[str, int]]
+    step: Callable[..., tuple[Any, dict[str, Any]]]
+    init_method_state: Callable[[Any, Any], Any] = _no_state

@@ -1,0 +1,107 @@
+"""Metric logging: ``metrics.jsonl`` (one JSON object per logged step) and TensorBoard.
+
+Only process 0 writes. On resume from step s, lines of steps > s (written after the
+checkpoint the run resumes from) are dropped, so a resumed run's file equals an
+uninterrupted run's; every earlier line is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+
+def to_python(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+class MetricWriter:
+    """Appends metrics to ``workdir/metrics.jsonl`` and TensorBoard event files."""
+
+    def __init__(self, workdir: pathlib.Path, *, resume_step: int | None):
+        self._active = jax.process_index() == 0
+        self.path = workdir / "metrics.jsonl"
+        self._tb = None
+        if not self._active:
+            return
+        self._truncate_after(resume_step if resume_step is not None else -1)
+        from tensorboardX import SummaryWriter
+
+        self._tb = SummaryWriter(str(workdir), flush_secs=30)
+
+    def _truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(self.path)
+
+    def history(self) -> list[dict[str, Any]]:
+        """All lines written so far (after any truncation)."""
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+        if not self._active:
+            return
+        row = {"step": int(step)}
+        row.update({k: to_python(v) for k, v in sorted(metrics.items())})
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        for key, value in row.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._tb.add_scalar(key, value, global_step=step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def check_finite(step: int, metrics: Mapping[str, Any]) -> None:
+    """Raises FloatingPointError naming the step and quantity of a NaN/inf scalar."""
+    for key, value in metrics.items():
+        if np.ndim(value) == 0 and not math.isfinite(float(value)):
+            raise FloatingPointError(
+                f"Non-finite {key} = {float(value)} at step {step}. The run stopped; the last "
+                "good checkpoint is kept in the workdir. Lower config.train.learning_rate or "
+                "check the data, then rerun the same command to resume from it.")
+
+
+class Progress:
+    """One log line per call: step, steps/s over the last window, ETA, latest metrics."""
+
+    def __init__(self, start_step: int, total_steps: int):
+        self._total = total_steps
+        self._last_step = start_step
+        self._last_time = time.perf_counter()
+
+    def rate(self, step: int) -> float:
+        """Steps per second since the previous call (resets the window)."""
+        now = time.perf_counter()
+        rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        self._last_step, self._last_time = step, now
+        return rate
+
+    def restart_clock(self) -> None:
+        """Starts the next window now (so evaluation and checkpoint time are not counted)."""
+        self._last_time = time.perf_counter()
+
+    def line(self, step: int, rate: float, metrics: Mapping[str, Any]) -> str:
+        eta = (self._total - step) / rate if rate > 0 else float("inf")
+        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
+        shown = " ".join(f"{k}={float(v):.4f}" for k, v in sorted(metrics.items())
+                         if np.ndim(v) == 0 and k != "steps_per_sec")
+        return f"step {step}/{self._total} | {rate:.2f} steps/s | ETA {eta_text} | {shown}"

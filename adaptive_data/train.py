@@ -1,0 +1,228 @@
+"""The training driver: data, model, method, mesh, checkpoints, evaluation, logging.
+
+``train_and_evaluate(config, workdir)`` runs ``config.method`` for ``config.train.steps``
+model updates, evaluating bits per byte on the generic validation split and the target
+splits every ``train.eval_every`` steps, checkpointing every ``checkpoint.every`` steps
+and resuming from the latest checkpoint of ``workdir`` (see ``checkpoint.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from adaptive_data import checkpoint as ckpt
+from adaptive_data import methods
+from adaptive_data import metrics as metrics_lib
+from adaptive_data import train_state as ts
+from adaptive_data.data import pipeline, sources
+from adaptive_data.models import transformer
+
+# Evaluation splits: metric name -> corpus split.
+EVAL_SPLITS = {"generic": "generic_valid", "target_valid": "target_valid",
+               "target": "target_test"}
+# Offsets that give each input stream its own shuffling seed.
+_STREAM_SEED_OFFSETS = {"generic": 1, "target": 2}
+
+
+def model_from_config(model_cfg) -> transformer.TransformerLM:
+    return transformer.TransformerLM(transformer.TransformerConfig(
+        num_layers=model_cfg.num_layers, width=model_cfg.width, mlp_dim=model_cfg.mlp_dim,
+        num_heads=model_cfg.num_heads, max_length=model_cfg.max_length,
+        dropout_rate=model_cfg.dropout_rate, dtype=model_cfg.dtype))
+
+
+def _check_divisible(value: int, divisor: int, key: str, what: str) -> None:
+    if value % divisor:
+        raise ValueError(f"{key}={value} is not divisible by the {what} ({divisor}); "
+                         f"set {key} to a multiple of {divisor}.")
+
+
+class _Evaluator:
+    """Bits per byte of fixed, pre-placed batches of each evaluation split."""
+
+    def __init__(self, model, corpus, config, to_device):
+        self._eval_fn = jax.jit(transformer.make_eval_fn(model))
+        self._sets = {
+            name: [to_device(b) for b in pipeline.eval_batches(
+                corpus.splits[split], domains=corpus.domains,
+                max_length=config.model.max_length, batch_size=config.eval.batch_size,
+                max_examples=config.eval.max_examples)]
+            for name, split in EVAL_SPLITS.items()}
+
+    def __call__(self, params) -> dict[str, float]:
+        results = {}
+        for name, batches in self._sets.items():
+            totals = [self._eval_fn(params, b) for b in batches]
+            nll = sum(float(t[0]) for t in totals)
+            num_bytes = sum(float(t[1]) for t in totals)
+            results[f"eval/{name}_bpb"] = nll / math.log(2.0) / max(num_bytes, 1.0)
+        return results
+
+
+class _BestParams:
+    """Keeps the parameters with the lowest ``eval/target_valid_bpb`` under workdir/best."""
+
+    KEY = "eval/target_valid_bpb"
+
+    def __init__(self, workdir: pathlib.Path, history: list[dict[str, Any]], resume_step: int):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self._manager = ocp.CheckpointManager(
+            (workdir / "best").absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=1))
+        for step in self._manager.all_steps():
+            if step > resume_step:  # saved by a run killed after its last checkpoint
+                self._manager.delete(step)
+        values = [row[self.KEY] for row in history if self.KEY in row]
+        self.best = min(values) if values else math.inf
+
+    def update(self, step: int, params, eval_metrics: dict[str, float]) -> None:
+        if eval_metrics[self.KEY] < self.best:
+            self.best = eval_metrics[self.KEY]
+            self._manager.save(step, args=self._ocp.args.Composite(
+                params=self._ocp.args.StandardSave(params)), force=True)
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+    """Trains ``config.method``; returns the last metrics row written."""
+    workdir = pathlib.Path(workdir).expanduser()
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpointer = ckpt.Checkpointer(workdir / "checkpoints", keep=config.checkpoint.keep)
+    resume_step = checkpointer.latest_step()
+    ckpt.check_and_save_config(config.to_dict(), workdir, resume_step is not None)
+
+    corpus = sources.load_corpus(config.data)
+    model = model_from_config(config.model)
+    tx = ts.make_optimizer(config.train)
+    method = methods.build(config, model=model, tx=tx, corpus=corpus)
+    logging.info("Data: %s; domains %s; target domain %s; method %s.", corpus.description,
+                 corpus.domains, corpus.target_domain, method.name)
+
+    # ------------------------------------------------------------------ mesh & batches
+    mesh = jax.make_mesh((jax.device_count(),), ("data",),
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    data_sharding = NamedSharding(mesh, P("data"))
+    replicated = NamedSharding(mesh, P())
+    for name, (_, batch_size) in method.streams.items():
+        _check_divisible(batch_size, jax.device_count(),
+                         f"the {name} batch size (config.train.*batch_size)", "device count")
+    _check_divisible(config.eval.batch_size, jax.device_count(), "config.eval.batch_size",
+                     "device count")
+
+    def to_device(batch):
+        return {k: jax.make_array_from_process_local_data(data_sharding, v)
+                for k, v in pipeline.device_view(batch).items()}
+
+    iterators = {
+        name: iter(pipeline.train_stream(
+            corpus.splits[split], domains=corpus.domains, max_length=config.model.max_length,
+            global_batch_size=batch_size, seed=config.seed * 1000 + _STREAM_SEED_OFFSETS[name],
+            process_index=jax.process_index(), process_count=jax.process_count(),
+            num_threads=config.data.num_threads))
+        for name, (split, batch_size) in method.streams.items()}
+
+    # ------------------------------------------------------------------ state
+    init_key, method_key = jax.random.split(jax.random.key(config.seed))
+
+    def init_fn():
+        params = transformer.init_params(model, init_key, config.model.max_length)
+        return ts.init_state(params, tx, config.seed, method.init_method_state(method_key, params))
+
+    abstract_state = jax.eval_shape(init_fn)
+    state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+    if resume_step is not None:
+        logging.info("Resuming from the checkpoint of step %d in %s.", resume_step, workdir)
+        state = checkpointer.restore(resume_step, jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            abstract_state, state_sharding), iterators)
+    else:
+        state = jax.jit(init_fn, out_shardings=state_sharding)()
+        if config.method == "finetune":
+            state = _start_from_pretrained(config, state, tx, abstract_state, replicated)
+
+    train_step = jax.jit(method.step, donate_argnums=0, out_shardings=(state_sharding, None))
+    evaluator = _Evaluator(model, corpus, config, to_device)
+    writer = metrics_lib.MetricWriter(workdir, resume_step=resume_step)
+    keep_best = config.checkpoint.get("keep_best", False) or config.method == "finetune"
+    best = _BestParams(workdir, writer.history(), resume_step or 0) if keep_best else None
+
+    # ------------------------------------------------------------------ loop
+    step = int(jax.device_get(state.step))
+    total = int(config.train.steps)
+    progress = metrics_lib.Progress(step, total)
+    last_row: dict[str, Any] = {}
+    if step == 0:
+        last_row = evaluator(state.params)
+        writer.write(0, last_row)
+        logging.info("step 0/%d | %s", total, last_row)
+        if best:
+            best.update(0, state.params, last_row)
+        progress.restart_clock()
+    pending = None  # (step, device metrics) read one step late to keep dispatch async
+    try:
+        while step < total:
+            batches = {name: to_device(next(it)) for name, it in iterators.items()}
+            state, step_metrics = train_step(state, batches)
+            step += 1
+            if pending is not None:
+                metrics_lib.check_finite(pending[0], jax.device_get(pending[1]))
+            pending = (step, step_metrics)
+            is_eval = step % config.train.eval_every == 0 or step == total
+            is_log = step % config.train.log_every == 0 or is_eval
+            is_ckpt = step % config.checkpoint.every == 0 or step == total
+            if not (is_log or is_ckpt):
+                continue
+            row = jax.device_get(step_metrics)
+            metrics_lib.check_finite(step, row)
+            pending = None
+            if is_log:
+                row["steps_per_sec"] = progress.rate(step)
+                if is_eval:
+                    row.update(evaluator(state.params))
+                    metrics_lib.check_finite(step, row)
+                    if best:
+                        best.update(step, state.params, row)
+                writer.write(step, row)
+                logging.info("%s", progress.line(step, row["steps_per_sec"], row))
+                last_row = {"step": step, **row}
+            if is_ckpt:
+                checkpointer.save(step, state, iterators)
+            progress.restart_clock()
+    finally:
+        checkpointer.wait()
+        checkpointer.close()
+        writer.close()
+        if best:
+            best.close()
+    if best:
+        last_row["eval/best_target_valid_bpb"] = best.best
+    return {k: metrics_lib.to_python(v) for k, v in last_row.items()}
+
+
+def _start_from_pretrained(config, state, tx, abstract_state, replicated):
+    """Replaces the fresh parameters by those of ``config.finetune.init_from``."""
+    if not config.finetune.init_from:
+        raise ValueError("config.method='finetune' needs config.finetune.init_from: the "
+                         "workdir of a pretrained run (e.g. a base run).")
+    params = ckpt.restore_params(config.finetune.init_from)
+    expected = jax.tree.map(lambda x: (x.shape, str(x.dtype)), abstract_state.params)
+    got = jax.tree.map(lambda x: (np.shape(x), str(np.asarray(x).dtype)), params)
+    if expected != got:
+        raise ckpt.ConfigMismatchError(
+            f"The parameters in {config.finetune.init_from!r} do not fit config.model "
+            "(different sizes or layers); fine-tune with the model config of the pretrained run.")
+    logging.info("Fine-tuning from the parameters of %s.", config.finetune.init_from)
+    params = jax.tree.map(jnp.asarray, params)
+    return jax.device_put(ts.init_state(params, tx, config.seed, state.method_state), replicated)

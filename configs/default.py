@@ -1,0 +1,134 @@
+"""Default configuration: byte-level LM on the embedded corpus, target task ``python``.
+
+Launch (about 3 minutes on 2 CPU cores for the default 300 steps):
+
+    python -m adaptive_data.main --config=configs/default.py --workdir=/tmp/ad_base
+
+Arguments after ``:`` (comma-separated) pick a variant:
+
+    --config=configs/default.py:method=mixing,target=jargon
+    --config=configs/default.py:method=finetune,init_from=/tmp/ad_base
+    --config=configs/default.py:runlocal          # a tiny model, seconds on a laptop
+
+Any field can be overridden with dotted flags, e.g. ``--config.train.steps=1000``.
+Methods: base, mixing, finetune. Target tasks of the embedded corpus: python (the
+target domain is also in the pool at ``data.pool_target_share``), jargon (absent from
+the pool, related domains present), russian (unlike anything in the pool).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from adaptive_data import config_args
+
+# Model sizes: "small" runs on a laptop CPU; "paper" is the paper's 12-layer byte LM.
+MODEL_SIZES = {
+    "tiny": dict(num_layers=2, width=64, mlp_dim=256, num_heads=4, max_length=64),
+    "small": dict(num_layers=4, width=128, mlp_dim=512, num_heads=4, max_length=128),
+    "paper": dict(num_layers=12, width=256, mlp_dim=1024, num_heads=8, max_length=256),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Returns the config; ``arg`` is ``method=...,target=...,size=...,init_from=...,runlocal``."""
+    arg = config_args.parse_arg(arg, method="base", target="python", size="small",
+                                init_from="", runlocal=False)
+    config = ml_collections.ConfigDict()
+    # Training method: base | mixing | finetune.
+    config.method = arg.method
+    # Seed of parameter init, data order and dropout.
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    # Generic pool: "embedded", "tfds:NAME[/CONFIG][:VERSION]" or "file:PATH.{txt,jsonl}".
+    config.data.generic = "embedded"
+    # Target sample: same spec syntax; "embedded" uses the target of `data.task`.
+    config.data.target = "embedded"
+    # Target task of the embedded corpus: python | jargon | russian.
+    config.data.task = arg.target
+    # Fraction of pool bytes from the target domain (None: the task's default).
+    config.data.pool_target_share = ml_collections.config_dict.placeholder(float)
+    # At most this many target documents in target_train.
+    config.data.max_target_train = 1000
+    # Text field of TFDS records and JSONL lines.
+    config.data.text_key = "text"
+    # TFDS data dir (None: TFDS_DATA_DIR or ~/tensorflow_datasets).
+    config.data.tfds_data_dir = ml_collections.config_dict.placeholder(str)
+    # TFDS split names used for the five roles when a spec is tfds:...
+    config.data.generic_train_split = "train"
+    config.data.generic_valid_split = "validation"
+    config.data.target_train_split = "train"
+    config.data.target_valid_split = "validation"
+    config.data.target_test_split = "test"
+    # For file: specs, the fraction of documents held out for each evaluation split.
+    config.data.file_eval_fraction = 0.1
+    # Domain name of the target (None: from the data, e.g. the embedded task).
+    config.data.target_domain = ml_collections.config_dict.placeholder(str)
+    # Grain reader threads per process.
+    config.data.num_threads = 2
+
+    config.model = ml_collections.ConfigDict()
+    # Size preset: tiny | small | paper (the fields below are filled from it).
+    config.model.size = "tiny" if arg.runlocal else arg.size
+    for key, value in MODEL_SIZES[config.model.size].items():
+        config.model[key] = value
+    # Dropout on embeddings, attention weights and residual branches.
+    config.model.dropout_rate = 0.1
+    # Activation dtype: float32 (CPU) or bfloat16 (GPU/TPU).
+    config.model.dtype = "float32"
+
+    config.train = ml_collections.ConfigDict()
+    # Number of model (inner) updates.
+    config.train.steps = 40 if arg.runlocal else 300
+    # Global batch size b of the model update (examples).
+    config.train.batch_size = 8 if arg.runlocal else 32
+    # Global batch size of target batches (mixing).
+    config.train.target_batch_size = 8 if arg.runlocal else 32
+    # AdamW peak learning rate, after linear warm-up.
+    config.train.learning_rate = 1e-3
+    # Linear warm-up steps, then cosine decay to `end_lr_fraction` * peak at `steps`.
+    config.train.warmup_steps = 5 if arg.runlocal else 30
+    config.train.end_lr_fraction = 0.1
+    # AdamW decoupled weight decay, betas and global-norm gradient clipping (0: off).
+    config.train.weight_decay = 0.01
+    config.train.b1 = 0.9
+    config.train.b2 = 0.99
+    config.train.grad_clip = 1.0
+    # Evaluate every this many steps (and at the last step).
+    config.train.eval_every = 20 if arg.runlocal else 100
+    # Write train metrics / progress every this many steps.
+    config.train.log_every = 10
+
+    config.eval = ml_collections.ConfigDict()
+    # Evaluation batch size and number of documents of each evaluation split.
+    config.eval.batch_size = 32 if arg.runlocal else 64
+    config.eval.max_examples = 64 if arg.runlocal else 512
+
+    config.mixing = ml_collections.ConfigDict()
+    # gw in gw * L_generic + (1 - gw) * L_target.
+    config.mixing.generic_weight = 0.9
+
+    config.finetune = ml_collections.ConfigDict()
+    # Workdir (or checkpoint directory) of a pretrained run to start from.
+    config.finetune.init_from = arg.init_from
+
+    config.checkpoint = ml_collections.ConfigDict()
+    # Save every this many steps (and at the end); keep the last `keep`.
+    config.checkpoint.every = 20 if arg.runlocal else 100
+    config.checkpoint.keep = 2
+    return config
+
+
+def sweep(add, arg: str | None = None):
+    """Sweep over methods and targets: ``add(**overrides)`` per run."""
+    del arg
+    for target in ("python", "jargon", "russian"):
+        for method in ("base", "mixing"):
+            add(method=method, **{"data.task": target})
+
+
+def metrics(arg: str | None = None) -> list[str]:
+    """Curves worth plotting for this config."""
+    del arg
+    return ["train/loss", "eval/generic_bpb", "eval/target_bpb", "eval/target_valid_bpb"]
