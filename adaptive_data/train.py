@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -152,7 +153,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         if config.method == "finetune":
             state = _start_from_pretrained(config, state, tx, abstract_state, replicated)
 
-    train_step = jax.jit(method.step, donate_argnums=0, out_shardings=(state_sharding, None))
+    def checked_step(state, batches):
+        # The parameter norm makes a non-finite update visible before it is checkpointed.
+        state, step_metrics = method.step(state, batches)
+        return state, {**step_metrics, "train/param_norm": optax.global_norm(state.params)}
+
+    train_step = jax.jit(checked_step, donate_argnums=0, out_shardings=(state_sharding, None))
     evaluator = _Evaluator(model, corpus, config, to_device)
     writer = metrics_lib.MetricWriter(workdir, resume_step=resume_step)
     keep_best = config.checkpoint.get("keep_best", False) or config.method == "finetune"

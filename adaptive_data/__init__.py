@@ -1,0 +1,1 @@
+"""adaptive_data: adaptive training distributions with scalable online bilevel optimization."""

@@ -1,0 +1,1 @@
+"""Data: embedded corpus, user data specs, byte tokenizer, Grain pipelines."""

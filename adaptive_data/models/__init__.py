@@ -1,0 +1,1 @@
+"""Models: the byte-level Transformer LM and the small weighting model w(x; phi)."""

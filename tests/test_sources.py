@@ -1,0 +1,116 @@
+"""User data specs (file:, tfds:): splitting, domains, and a clear error for each bad input."""
+
+import json
+
+import pytest
+
+from adaptive_data.data import sources
+
+from conftest import REPO_ROOT  # noqa: F401  (puts configs/ on sys.path)
+
+
+def _data_config(**overrides):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("default_config", REPO_ROOT / "configs/default.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = module.get_config("runlocal").data
+    data.update(overrides)
+    return data
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_txt_and_jsonl_specs_split_disjointly_and_keep_domains(tmp_path):
+    generic = tmp_path / "generic.txt"
+    generic.write_text("".join(f"generic document number {i}\n" for i in range(200)))
+    target = _write_jsonl(tmp_path / "target.jsonl",
+                          [{"text": f"target doc {i}", "domain": "law"} for i in range(100)])
+    corpus = sources.load_corpus(_data_config(generic=f"file:{generic}", target=f"file:{target}"))
+    ids = {name: {split[i]["doc_id"] for i in range(len(split))}
+           for name, split in corpus.splits.items()}
+    assert len(ids["generic_train"]) + len(ids["generic_valid"]) == 200
+    assert sum(len(ids[n]) for n in ("target_train", "target_valid", "target_test")) == 100
+    names = list(ids)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not ids[a] & ids[b], (a, b)
+    assert corpus.domains == ("generic", "law") and corpus.target_domain == "law"
+    record = corpus.splits["target_train"][0]
+    assert isinstance(record["text"], bytes) and record["domain"] == "law"
+    # Deterministic: the same files give the same assignment.
+    again = sources.load_corpus(_data_config(generic=f"file:{generic}", target=f"file:{target}"))
+    assert [again.splits["generic_valid"][i]["doc_id"]
+            for i in range(len(again.splits["generic_valid"]))] == sorted(
+        ids["generic_valid"], key=lambda d: int(d.split(":")[1]))
+
+
+def test_max_target_train_caps_the_target_split(tmp_path):
+    generic = tmp_path / "g.txt"
+    generic.write_text("".join(f"g {i}\n" for i in range(50)))
+    target = tmp_path / "t.txt"
+    target.write_text("".join(f"t {i}\n" for i in range(500)))
+    corpus = sources.load_corpus(_data_config(generic=f"file:{generic}", target=f"file:{target}",
+                                              max_target_train=30))
+    assert len(corpus.splits["target_train"]) == 30
+
+
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(sources.DataError, match="nope.txt.*does not exist"):
+        sources.load_corpus(_data_config(generic=f"file:{tmp_path}/nope.txt"))
+
+
+def test_empty_file_names_the_file(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(sources.DataError, match="empty.jsonl.*no documents"):
+        sources.load_corpus(_data_config(target=f"file:{empty}"))
+
+
+def test_missing_text_field_names_file_line_and_key(tmp_path):
+    bad = _write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine"}, {"body": "no text here"}])
+    with pytest.raises(sources.DataError, match=r"bad.jsonl:2: missing text field 'text'"):
+        sources.load_corpus(_data_config(target=f"file:{bad}"))
+
+
+def test_text_key_selects_another_field(tmp_path):
+    rows = [{"body": f"document {i}"} for i in range(60)]
+    path = _write_jsonl(tmp_path / "body.jsonl", rows)
+    corpus = sources.load_corpus(_data_config(generic=f"file:{path}", target=f"file:{path}",
+                                              text_key="body"))
+    assert corpus.splits["generic_train"][0]["text"].startswith(b"document")
+
+
+def test_invalid_json_line_is_reported(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"text": "ok"}\n{"text": \n')
+    with pytest.raises(sources.DataError, match="broken.jsonl:2: not valid JSON"):
+        sources.load_corpus(_data_config(target=f"file:{path}"))
+
+
+def test_non_utf8_bytes_are_replaced_not_fatal(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"".join(b"caf\xe9 number %d\n" % i for i in range(60)))
+    corpus = sources.load_corpus(_data_config(generic=f"file:{path}", target=f"file:{path}"))
+    text = corpus.splits["generic_train"][0]["text"].decode("utf-8")
+    assert "\ufffd" in text and text.startswith("caf")
+
+
+def test_unknown_tfds_dataset(tmp_path):
+    with pytest.raises(sources.DataError, match="Unknown TFDS dataset 'no_such_dataset_xyz'"):
+        sources.load_corpus(_data_config(generic="tfds:no_such_dataset_xyz",
+                                         tfds_data_dir=str(tmp_path)))
+
+
+def test_known_but_unprepared_tfds_dataset_says_nothing_is_downloaded(tmp_path):
+    with pytest.raises(sources.DataError, match="not prepared"):
+        sources.load_corpus(_data_config(generic="tfds:mnist", tfds_data_dir=str(tmp_path)))
+
+
+def test_unknown_spec():
+    with pytest.raises(sources.DataError, match="Unknown data spec 'hf:foo'"):
+        sources.load_corpus(_data_config(generic="hf:foo"))

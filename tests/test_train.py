@@ -1,0 +1,176 @@
+"""End-to-end runs of the training driver on the embedded corpus (tiny model, CPU).
+
+Covers: base lowers generic and target bits/byte; a run killed with SIGKILL between two
+checkpoints and restarted ends with exactly the metrics of an uninterrupted run; resume
+refused on a changed model config but allowed on harmless changes; fine-tuning keeps
+the best checkpoint by target_valid; a NaN loss stops the run and keeps the checkpoint.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from adaptive_data import checkpoint as ckpt
+from adaptive_data import train
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def load_config(arg="runlocal"):
+    spec = importlib.util.spec_from_file_location("default_config", REPO_ROOT / "configs/default.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _config(tfds_dir, arg="runlocal", **overrides):
+    config = load_config(arg)
+    config.data.tfds_data_dir = tfds_dir
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def _rows(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _deterministic(rows):
+    return [{k: v for k, v in r.items() if k != "steps_per_sec"} for r in rows]
+
+
+def _cli(workdir, tfds_dir, *flags):
+    return [sys.executable, "-m", "adaptive_data.main", "--config=configs/default.py:runlocal",
+            f"--workdir={workdir}", f"--config.data.tfds_data_dir={tfds_dir}", *flags]
+
+
+RESUME_FLAGS = ("--config.train.steps=160", "--config.checkpoint.every=40",
+                "--config.train.eval_every=40", "--config.train.log_every=5")
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_run(tfds_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    subprocess.run(_cli(workdir, tfds_dir, *RESUME_FLAGS), cwd=REPO_ROOT, check=True,
+                   capture_output=True, timeout=600)
+    return workdir
+
+
+def test_base_lowers_generic_and_target_bpb(uninterrupted_run):
+    rows = [r for r in _rows(uninterrupted_run) if "eval/target_bpb" in r]
+    first, last = rows[0], rows[-1]
+    assert first["step"] == 0 and last["step"] == 160
+    # A random byte model is ~8 bits/byte; 160 tiny-model steps must learn byte statistics.
+    assert first["eval/target_bpb"] > 7.5 and first["eval/generic_bpb"] > 7.5
+    assert last["eval/target_bpb"] < first["eval/target_bpb"] - 2.0
+    assert last["eval/generic_bpb"] < first["eval/generic_bpb"] - 2.0
+    targets = [r["eval/target_bpb"] for r in rows]
+    assert all(b < a for a, b in zip(targets, targets[1:])), targets
+    keys = {"step", "train/loss", "eval/generic_bpb", "eval/target_bpb", "steps_per_sec"}
+    assert keys <= set(last)
+    assert os.path.exists(os.path.join(uninterrupted_run, "config.json"))
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(uninterrupted_run))
+
+
+def test_sigkill_and_resume_gives_identical_metrics(uninterrupted_run, tfds_dir, tmp_path):
+    workdir = str(tmp_path / "killed")
+    proc = subprocess.Popen(_cli(workdir, tfds_dir, *RESUME_FLAGS), cwd=REPO_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_checkpoint = os.path.join(workdir, "checkpoints", "40")
+    deadline = time.time() + 300
+    while not os.path.isdir(first_checkpoint) and time.time() < deadline:
+        assert proc.poll() is None, "run ended before its first checkpoint"
+        time.sleep(0.02)
+    assert proc.poll() is None, "run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_rows = _rows(workdir)
+    assert killed_rows[-1]["step"] < 160
+    subprocess.run(_cli(workdir, tfds_dir, *RESUME_FLAGS), cwd=REPO_ROOT, check=True,
+                   capture_output=True, timeout=600)
+    assert _deterministic(_rows(workdir)) == _deterministic(_rows(uninterrupted_run))
+
+
+def test_resume_refused_on_changed_model_but_allowed_on_harmless_change(
+        uninterrupted_run, tfds_dir, tmp_path):
+    import shutil
+
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(uninterrupted_run, workdir)
+    changed = _config(tfds_dir, **{"model.width": 32, "train.steps": 160})
+    with pytest.raises(ckpt.ConfigMismatchError, match=r"model.width: 64 -> 32"):
+        train.train_and_evaluate(changed, workdir)
+    longer = _config(tfds_dir, **{"train.steps": 165, "checkpoint.every": 40,
+                                  "train.eval_every": 40, "train.log_every": 5})
+    result = train.train_and_evaluate(longer, workdir)
+    assert result["step"] == 165
+    steps = [r["step"] for r in _rows(workdir)]
+    assert steps == sorted(steps) and steps.count(160) == 1
+
+
+def test_finetune_keeps_best_checkpoint_by_target_valid(uninterrupted_run, tfds_dir, tmp_path):
+    workdir = str(tmp_path / "finetune")
+    config = _config(tfds_dir, "method=finetune,runlocal",
+                     **{"finetune.init_from": uninterrupted_run, "train.steps": 30,
+                        "train.eval_every": 10, "checkpoint.every": 10})
+    result = train.train_and_evaluate(config, workdir)
+    rows = [r for r in _rows(workdir) if "eval/target_valid_bpb" in r]
+    base_rows = [r for r in _rows(uninterrupted_run) if "eval/target_bpb" in r]
+    # Starts from the pretrained model, not from scratch.
+    assert rows[0]["eval/target_bpb"] == pytest.approx(base_rows[-1]["eval/target_bpb"], rel=1e-5)
+    best = min(rows, key=lambda r: r["eval/target_valid_bpb"])
+    assert result["eval/best_target_valid_bpb"] == pytest.approx(best["eval/target_valid_bpb"])
+    assert os.listdir(os.path.join(workdir, "best")) == [str(best["step"])]
+    # Fine-tuning on the target lowers the target loss below the pretrained model's.
+    assert best["eval/target_valid_bpb"] < rows[0]["eval/target_valid_bpb"]
+
+
+def test_finetune_refuses_parameters_of_another_model(uninterrupted_run, tfds_dir, tmp_path):
+    config = _config(tfds_dir, "method=finetune,runlocal",
+                     **{"finetune.init_from": uninterrupted_run, "model.width": 32})
+    with pytest.raises(ckpt.ConfigMismatchError, match="do not fit config.model"):
+        train.train_and_evaluate(config, str(tmp_path / "ft"))
+
+
+def test_mixing_trains_on_both_streams(tfds_dir, tmp_path):
+    config = _config(tfds_dir, "method=mixing,runlocal", **{"train.steps": 10,
+                                                            "train.eval_every": 10})
+    result = train.train_and_evaluate(config, str(tmp_path / "mixing"))
+    gw = config.mixing.generic_weight
+    expected = gw * result["train/generic_loss"] + (1 - gw) * result["train/target_loss"]
+    assert result["train/loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tfds_dir, tmp_path):
+    workdir = str(tmp_path / "nan")
+    config = _config(tfds_dir, **{"train.learning_rate": 1e9, "train.grad_clip": 0.0,
+                                  "train.warmup_steps": 20, "train.steps": 20,
+                                  "checkpoint.every": 1, "train.weight_decay": 0.0})
+    with pytest.raises(FloatingPointError, match=r"Non-finite (train|eval)/\S+ = \S+ at step (\d+)") as e:
+        train.train_and_evaluate(config, workdir)
+    bad_step = int(str(e.value).split(" at step ")[1].split(".")[0])
+    saved = ckpt.Checkpointer(tmp_path / "nan" / "checkpoints", keep=2).latest_step()
+    assert saved is not None and saved < bad_step
+    params = ckpt.restore_params(workdir)
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in __import__("jax").tree.leaves(params))
+    assert math.isfinite(_rows(workdir)[0]["eval/target_bpb"])
