@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import re
 import time
 from typing import Any, Mapping
 
@@ -70,6 +71,24 @@ class MetricWriter:
             self._tb.close()
 
 
+def name_domains(row: Mapping[str, Any], domains: tuple[str, ...]) -> dict[str, Any]:
+    """Expands per-domain metrics into one scalar per domain name.
+
+    A float[K] value under ``key`` becomes ``key/<domain>``; a key ``prefix/<k>`` with an
+    integer domain index k (e.g. ``mixture/alpha/3``) becomes ``prefix/<domain>``.
+    """
+    named = {}
+    for key, value in row.items():
+        if np.ndim(value) == 1 and len(value) == len(domains):
+            named.update({f"{key}/{d}": float(x) for d, x in zip(domains, value)})
+            continue
+        match = re.fullmatch(r"(.+)/(\d+)", key)
+        if match and int(match.group(2)) < len(domains):
+            key = f"{match.group(1)}/{domains[int(match.group(2))]}"
+        named[key] = value
+    return named
+
+
 def check_finite(step: int, metrics: Mapping[str, Any]) -> None:
     """Raises FloatingPointError naming the step and quantity of a NaN/inf scalar."""
     for key, value in metrics.items():
@@ -78,6 +97,11 @@ def check_finite(step: int, metrics: Mapping[str, Any]) -> None:
                 f"Non-finite {key} = {float(value)} at step {step}. The run stopped; the last "
                 "good checkpoint is kept in the workdir. Lower config.train.learning_rate or "
                 "check the data, then rerun the same command to resume from it.")
+
+
+# Metrics shown on the progress line (all of them go to metrics.jsonl and TensorBoard).
+PROGRESS_KEYS = ("train/loss", "eval/", "select/target_share", "select/pool_target_share",
+                 "outer/objective")
 
 
 class Progress:
@@ -103,5 +127,5 @@ class Progress:
         eta = (self._total - step) / rate if rate > 0 else float("inf")
         eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
         shown = " ".join(f"{k}={float(v):.4f}" for k, v in sorted(metrics.items())
-                         if np.ndim(v) == 0 and k != "steps_per_sec")
+                         if k.startswith(PROGRESS_KEYS) and np.ndim(v) == 0)
         return f"step {step}/{self._total} | {rate:.2f} steps/s | ETA {eta_text} | {shown}"

@@ -190,7 +190,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             is_ckpt = step % config.checkpoint.every == 0 or step == total
             if not (is_log or is_ckpt):
                 continue
-            row = jax.device_get(step_metrics)
+            row = metrics_lib.name_domains(jax.device_get(step_metrics), corpus.domains)
             metrics_lib.check_finite(step, row)
             pending = None
             if is_log:

@@ -11,7 +11,8 @@ Arguments after ``:`` (comma-separated) pick a variant:
     --config=configs/default.py:runlocal          # a tiny model, seconds on a laptop
 
 Any field can be overridden with dotted flags, e.g. ``--config.train.steps=1000``.
-Methods: base, mixing, finetune. Target tasks of the embedded corpus: python (the
+Methods: base, mixing, finetune (baselines); align_filter, anograd, soba, dds, l2rw,
+domain_mixture (data selection). Target tasks of the embedded corpus: python (the
 target domain is also in the pool at ``data.pool_target_share``), jargon (absent from
 the pool, related domains present), russian (unlike anything in the pool).
 """
@@ -35,7 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = config_args.parse_arg(arg, method="base", target="python", size="small",
                                 init_from="", runlocal=False)
     config = ml_collections.ConfigDict()
-    # Training method: base | mixing | finetune.
+    # Training method: base | mixing | finetune | align_filter | anograd | soba | dds | l2rw
+    # | domain_mixture.
     config.method = arg.method
     # Seed of parameter init, data order and dropout.
     config.seed = 0
@@ -112,6 +114,60 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.finetune = ml_collections.ConfigDict()
     # Workdir (or checkpoint directory) of a pretrained run to start from.
     config.finetune.init_from = arg.init_from
+
+    config.select = ml_collections.ConfigDict()
+    # k: the big generic batch has k * train.batch_size examples (selection methods).
+    config.select.downsampling = 4 if arg.runlocal else 8
+    # How b of B are drawn: top | sample | sample_with_replacement | positive
+    # (None: the method's default, `top` for align_filter, `sample` for the others).
+    config.select.strategy = ml_collections.config_dict.placeholder(str)
+    # Sampling temperature tau: probabilities softmax(scores / tau).
+    config.select.temperature = 1.0
+    # Uniform selection and no outer update before this step.
+    config.select.warmup_steps = 5 if arg.runlocal else 20
+
+    config.filter = ml_collections.ConfigDict()
+    # Alignment computation of align_filter: jvp | vmap | weights.
+    config.filter.method = "jvp"
+    # Examples per chunk of per-example work (None: all at once).
+    config.filter.chunk_size = ml_collections.config_dict.placeholder(int)
+    # Regex on /-joined parameter paths restricting the alignment ("" = all).
+    config.filter.param_filter = ""
+    # Cosine instead of dot product (needs filter.method=vmap).
+    config.filter.normalize = False
+
+    config.weighting = ml_collections.ConfigDict()
+    # Byte-CNN weighting model w(x; phi): embedding width, conv widths, kernel, activation.
+    config.weighting.embed_dim = 32
+    config.weighting.conv_features = (64, 64)
+    config.weighting.kernel_size = 5
+    config.weighting.activation = "relu"
+
+    config.outer = ml_collections.ConfigDict()
+    # Optimiser and learning rate of phi (adam | sgd).
+    config.outer.optimizer = "adam"
+    config.outer.learning_rate = 1e-3
+    # Outer update every this many steps (after select.warmup_steps).
+    config.outer.every = 1
+    # ANOGRAD normaliser: norm | hessian.
+    config.outer.anograd_normalization = "norm"
+    # SOBA: optimiser and rate of v, Hessian-free variant, mixing of H v with v.
+    config.outer.soba_v_optimizer = "sgd"
+    config.outer.soba_v_learning_rate = 0.1
+    config.outer.soba_hessian_free = False
+    config.outer.soba_hessian_reg = 0.0
+    # Virtual step of DDS and L2RW (None: train.learning_rate; 0: the eta -> 0 limit).
+    config.outer.dds_eta = ml_collections.config_dict.placeholder(float)
+
+    config.mixture = ml_collections.ConfigDict()
+    # domain_mixture: eg (exponentiated gradient) | hypergradient.
+    config.mixture.update = "eg"
+    # EG step size (or learning rate of the logits for hypergradient).
+    config.mixture.step_size = 1.0
+    # Floor: alpha = (1 - s) alpha + s / K.
+    config.mixture.smoothing = 0.05
+    # Objective of the hypergradient variant: anograd | dds.
+    config.mixture.objective = "anograd"
 
     config.checkpoint = ml_collections.ConfigDict()
     # Save every this many steps (and at the end); keep the last `keep`.

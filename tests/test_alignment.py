@@ -233,7 +233,8 @@ def test_param_filter_cosines_and_zeroed_direction():
 
 def test_mean_gradient_matches_naive_loop():
     loss_fn, params, batch, _ = _problem("lm")
-    got = jax.tree.leaves(jax.jit(alignment.mean_gradient, static_argnums=0)(loss_fn, params, batch))
+    mean_gradient = jax.jit(alignment.mean_gradient, static_argnums=0)
+    got = jax.tree.leaves(mean_gradient(loss_fn, params, batch))
     grads = _naive_grads("lm")
     for path, g in zip(tree_lib.leaf_paths(params), got):
         ref = np.mean([gi[path] for gi in grads], axis=0)

@@ -27,7 +27,7 @@ def _ridge_data(seed=0, n=10, d=4, lam=0.3):
 
 
 def _mlp_loss(params, batch):
-    hidden_BH = jnp.tanh(batch["x"] @ params["w1"] + params["b1"])
+    hidden_BH = jnp.tanh(batch["x"] @ params["w1"] + params["b1"][None, :])
     out_B = hidden_BH @ params["w2"] + params["b2"]
     return (out_B - batch["y"]) ** 2
 

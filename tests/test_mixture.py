@@ -6,8 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from adaptive_data.core import mixture
-from adaptive_data.core import outer
+from adaptive_data.core import mixture, outer
 
 
 @pytest.fixture(autouse=True)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from adaptive_data.methods import baselines
+from adaptive_data.methods import baselines, selection
 from adaptive_data.methods.types import Method
 
 BUILDERS: dict[str, Callable[..., Method]] = {
     "base": baselines.base,
     "mixing": baselines.mixing,
     "finetune": baselines.finetune,
+    **{name: selection.build for name in selection.DEFAULT_STRATEGY},
 }
 
 
