@@ -100,21 +100,36 @@ class Checkpointer:
         self._manager.close()
 
 
-def restore_params(path: str) -> Any:
-    """Parameters of the latest checkpoint under ``path`` (a workdir or its checkpoints dir).
-
-    Returned as saved (host arrays); the caller checks they fit its model.
-    """
+def _checkpoint_root(path: str | pathlib.Path) -> pathlib.Path:
     root = pathlib.Path(path).expanduser().absolute()
-    if (root / "checkpoints").is_dir():
-        root = root / "checkpoints"
+    return root / "checkpoints" if (root / "checkpoints").is_dir() else root
+
+
+def checkpoint_steps(path: str | pathlib.Path) -> list[int]:
+    """Sorted steps of the finished checkpoints under ``path`` (a workdir or checkpoints dir)."""
+    root = _checkpoint_root(path)
     if not root.is_dir():
-        raise FileNotFoundError(f"No checkpoint directory at {str(root)!r} "
-                                "(config.finetune.init_from); give the workdir of a finished run.")
+        return []
     manager = ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(read_only=True))
-    step = manager.latest_step()
+    steps = sorted(manager.all_steps())
+    manager.close()
+    return steps
+
+
+def restore_params(path: str, step: int | None = None) -> Any:
+    """Parameters of checkpoint ``step`` (default: the latest) under ``path``.
+
+    ``path`` is a workdir or its checkpoints dir. Returned as saved (host arrays); the
+    caller checks they fit its model.
+    """
+    root = _checkpoint_root(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"No checkpoint directory at {str(root)!r}; give the workdir "
+                                "of a run that saved checkpoints.")
+    manager = ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(read_only=True))
+    step = manager.latest_step() if step is None else step
     if step is None:
-        raise FileNotFoundError(f"{str(root)!r} holds no checkpoint (config.finetune.init_from).")
+        raise FileNotFoundError(f"{str(root)!r} holds no checkpoint.")
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     manager.close()
     return restored["state"]["params"]

@@ -21,7 +21,12 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/default.py:method=mixing.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "diagnose"],
+    "train: train and evaluate; diagnose: the when-does-selection-work test on the latest "
+    "checkpoint of --workdir (writes WORKDIR/diagnose.json).")
+_DIAGNOSE_BATCHES = flags.DEFINE_integer(
+    "diagnose_batches", 8, "Big batches averaged over by --mode=diagnose.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() with auto-detected settings.")
 _COORDINATOR = flags.DEFINE_string(
@@ -60,12 +65,15 @@ def main(argv):
     logging.info("Process %d of %d; %d local devices of %d: %s", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count(),
                  jax.devices())
-    from adaptive_data import train
+    from adaptive_data import diagnose, train
 
     if _MODE.value == "train":
         result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-        if jax.process_index() == 0:
-            print(json.dumps(result, sort_keys=True))
+    else:
+        result = diagnose.diagnose(_CONFIG.value, _WORKDIR.value,
+                                   num_batches=_DIAGNOSE_BATCHES.value)
+    if jax.process_index() == 0:
+        print(json.dumps(result, sort_keys=True))
 
 
 if __name__ == "__main__":
