@@ -58,6 +58,7 @@ def check_and_save_config(config_json: dict[str, Any], workdir: pathlib.Path,
                           has_checkpoint: bool) -> None:
     """Refuses to resume with a config that matters differently; writes ``config.json``."""
     path = workdir / "config.json"
+    config_json = json.loads(json.dumps(config_json))  # tuples -> lists, as saved
     if has_checkpoint and path.exists():
         diffs = config_differences(json.loads(path.read_text()), config_json)
         if diffs:

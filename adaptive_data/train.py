@@ -17,11 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from adaptive_data import checkpoint as ckpt
 from adaptive_data import methods
 from adaptive_data import metrics as metrics_lib
+from adaptive_data import sharding
 from adaptive_data import train_state as ts
 from adaptive_data.data import pipeline, sources
 from adaptive_data.models import transformer
@@ -40,19 +40,13 @@ def model_from_config(model_cfg) -> transformer.TransformerLM:
         dropout_rate=model_cfg.dropout_rate, dtype=model_cfg.dtype))
 
 
-def _check_divisible(value: int, divisor: int, key: str, what: str) -> None:
-    if value % divisor:
-        raise ValueError(f"{key}={value} is not divisible by the {what} ({divisor}); "
-                         f"set {key} to a multiple of {divisor}.")
-
-
 class _Evaluator:
     """Bits per byte of fixed, pre-placed batches of each evaluation split."""
 
     def __init__(self, model, corpus, config, to_device):
         self._eval_fn = jax.jit(transformer.make_eval_fn(model))
         self._sets = {
-            name: [to_device(b) for b in pipeline.eval_batches(
+            name: [to_device(sharding.process_rows(b)) for b in pipeline.eval_batches(
                 corpus.splits[split], domains=corpus.domains,
                 max_length=config.model.max_length, batch_size=config.eval.batch_size,
                 max_examples=config.eval.max_examples)]
@@ -107,24 +101,23 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     corpus = sources.load_corpus(config.data)
     model = model_from_config(config.model)
     tx = ts.make_optimizer(config.train)
-    method = methods.build(config, model=model, tx=tx, corpus=corpus)
-    logging.info("Data: %s; domains %s; target domain %s; method %s.", corpus.description,
-                 corpus.domains, corpus.target_domain, method.name)
 
     # ------------------------------------------------------------------ mesh & batches
-    mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                         axis_types=(jax.sharding.AxisType.Auto,))
-    data_sharding = NamedSharding(mesh, P("data"))
-    replicated = NamedSharding(mesh, P())
+    mesh = sharding.make_mesh(config.mesh.fsdp)
+    data_sharding = sharding.batch_sharding(mesh)
+    method = methods.build(config, model=model, tx=tx, corpus=corpus,
+                           shard_batch=lambda batch: jax.lax.with_sharding_constraint(
+                               batch, data_sharding))
+    logging.info("Data: %s; domains %s; target domain %s; method %s; mesh %s.",
+                 corpus.description, corpus.domains, corpus.target_domain, method.name,
+                 dict(mesh.shape))
     for name, (_, batch_size) in method.streams.items():
-        _check_divisible(batch_size, jax.device_count(),
-                         f"the {name} batch size (config.train.*batch_size)", "device count")
-    _check_divisible(config.eval.batch_size, jax.device_count(), "config.eval.batch_size",
-                     "device count")
+        sharding.check_divisible(batch_size, f"the global {name} batch size ({method.name}: "
+                                 "config.train.*batch_size x config.select.downsampling)")
+    sharding.check_divisible(config.eval.batch_size, "config.eval.batch_size")
 
     def to_device(batch):
-        return {k: jax.make_array_from_process_local_data(data_sharding, v)
-                for k, v in pipeline.device_view(batch).items()}
+        return sharding.to_global(pipeline.device_view(batch), data_sharding)
 
     iterators = {
         name: iter(pipeline.train_stream(
@@ -142,7 +135,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         return ts.init_state(params, tx, config.seed, method.init_method_state(method_key, params))
 
     abstract_state = jax.eval_shape(init_fn)
-    state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+    state_sharding = sharding.state_shardings(abstract_state, mesh)
     if resume_step is not None:
         logging.info("Resuming from the checkpoint of step %d in %s.", resume_step, workdir)
         state = checkpointer.restore(resume_step, jax.tree.map(
@@ -151,7 +144,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     else:
         state = jax.jit(init_fn, out_shardings=state_sharding)()
         if config.method == "finetune":
-            state = _start_from_pretrained(config, state, tx, abstract_state, replicated)
+            state = _start_from_pretrained(config, state, tx, abstract_state, state_sharding)
 
     def checked_step(state, batches):
         # The parameter norm makes a non-finite update visible before it is checkpointed.
@@ -217,7 +210,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     return {k: metrics_lib.to_python(v) for k, v in last_row.items()}
 
 
-def _start_from_pretrained(config, state, tx, abstract_state, replicated):
+def _start_from_pretrained(config, state, tx, abstract_state, state_sharding):
     """Replaces the fresh parameters by those of ``config.finetune.init_from``."""
     if not config.finetune.init_from:
         raise ValueError("config.method='finetune' needs config.finetune.init_from: the "
@@ -231,4 +224,5 @@ def _start_from_pretrained(config, state, tx, abstract_state, replicated):
             "(different sizes or layers); fine-tune with the model config of the pretrained run.")
     logging.info("Fine-tuning from the parameters of %s.", config.finetune.init_from)
     params = jax.tree.map(jnp.asarray, params)
-    return jax.device_put(ts.init_state(params, tx, config.seed, state.method_state), replicated)
+    return jax.device_put(ts.init_state(params, tx, config.seed, state.method_state),
+                          state_sharding)

@@ -169,6 +169,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Objective of the hypergradient variant: anograd | dds.
     config.mixture.objective = "anograd"
 
+    config.mesh = ml_collections.ConfigDict()
+    # Devices per FSDP parameter shard group (1: parameters replicated, data parallel).
+    config.mesh.fsdp = 1
+
     config.checkpoint = ml_collections.ConfigDict()
     # Save every this many steps (and at the end); keep the last `keep`.
     config.checkpoint.every = 20 if arg.runlocal else 100

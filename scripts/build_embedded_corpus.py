@@ -5,21 +5,22 @@ The corpus is made of real text taken from pinned Debian (bookworm) packages. No
 installed: each package is fetched with ``apt-get download NAME=VERSION`` and unpacked with
 ``dpkg -x`` into a work directory, then split into documents that are natural units:
 
-==============  ===========================  ===============================================
-domain          Debian binary package(s)     one document is
-==============  ===========================  ===============================================
-computing       dict-foldoc                  one FOLDOC dictionary entry (dictd format)
-dictionary      dict-gcide                   one GCIDE dictionary entry (dictd format)
-fortunes        fortunes, fortunes-min       one English fortune (entries split at ``%``)
-jargon          dict-jargon                  one Jargon File entry (dictd format)
-manpages        manpages                     one ``.SH`` section of a man page (troff source)
-python          libpython3.11-stdlib         one top-level function or class (``ast``)
-russian         fortunes-ru                  one Russian fortune (UTF-8 Cyrillic, split at ``%``)
-wordnet         dict-wn                      one WordNet 3.0 entry (dictd format)
-==============  ===========================  ===============================================
+================  =====================================  ========================================
+domain            Debian binary package(s)               one document is
+================  =====================================  ========================================
+computing         dict-foldoc                            one FOLDOC entry (dictd format)
+dictionary        dict-gcide                             one GCIDE entry (dictd format)
+fortunes          fortunes, fortunes-min                 one English fortune (split at ``%``)
+jargon            dict-jargon                            one Jargon File entry (dictd format)
+manpages          manpages, manpages-dev                 one ``.SH`` section of a man page (troff)
+python            libpython3.11-minimal, -stdlib         one top-level function or class (``ast``)
+russian           fortunes-ru                            one Russian fortune (UTF-8, split at ``%``)
+wordnet           dict-wn                                one WordNet 3.0 entry (dictd format)
+================  =====================================  ========================================
 
-The pinned versions are in ``PACKAGES`` below (Debian 12 "bookworm"; libpython3.11-minimal is
-fetched only for the Python licence text, which libpython3.11-stdlib's doc directory links to).
+The pinned versions are in ``PACKAGES`` below (Debian 12 "bookworm"). The Python licence is
+read from libpython3.11-minimal's copyright file (libpython3.11-stdlib's doc directory links
+there), the man pages' from that of manpages (manpages-dev links there).
 
 Usage (as root on a Debian bookworm machine, or any machine whose apt sources reach bookworm)::
 
@@ -553,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     files, manifest = build(args.workdir)
 
     manifest_path = args.out / "manifest.json"
-    old = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    old = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else None
     if args.check:
         if old is None:
             print("no shipped manifest", file=sys.stderr)
@@ -575,8 +576,11 @@ def main(argv: list[str] | None = None) -> int:
             stale.unlink()
     for file_name, blob in sorted(files.items()):
         (args.out / file_name).write_bytes(blob)
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    (args.out / "PROVENANCE.md").write_text(provenance_markdown(manifest, args.workdir))
+    text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    manifest_path.write_text(text, encoding="utf-8")
+    (args.out / "PROVENANCE.md").write_text(
+        provenance_markdown(manifest, args.workdir), encoding="utf-8"
+    )
     total = sum(len(b) for b in files.values())
     print(f"wrote {len(files)} files, {total} bytes, to {args.out}", file=sys.stderr)
     return 0

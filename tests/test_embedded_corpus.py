@@ -6,12 +6,14 @@ Each task is prepared once per module into a temporary data_dir; one more prepar
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from adaptive_data.data import embedded_corpus as ec
@@ -39,7 +41,8 @@ def prepared(data_dir) -> dict[str, dict[str, list[dict[str, str]]]]:
     out = {}
     for task in TASK_NAMES:
         out[task] = {
-            split: _read_all(ec.load_split(task, split, data_dir=str(data_dir))) for split in ec.SPLITS
+            split: _read_all(ec.load_split(task, split, data_dir=str(data_dir)))
+            for split in ec.SPLITS
         }
     return out
 
@@ -80,8 +83,8 @@ def test_tasks_are_data():
     assert set(ec.TASKS) == set(TASK_NAMES)
     for name, task in ec.TASKS.items():
         assert task.name == name and task.target_domain in ec.DOMAINS
-        with pytest.raises(Exception):
-            task.name = "other"  # frozen
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            task.name = "other"
     assert ec.TASKS["python"].default_pool_target_share == 0.02
     assert ec.TASKS["jargon"].default_pool_target_share == 0.0
     assert ec.TASKS["russian"].default_pool_target_share == 0.0
@@ -180,8 +183,9 @@ def test_max_target_train_knob():
     assert set(small["target_train"]) <= set(full["target_train"])
     assert small["target_test"] == full["target_test"]
     assert small["target_valid"] == full["target_valid"]
-    info = ec.task_info("python", max_target_train=300)
+    info = ec.task_info("python", max_target_train=np.int64(300))
     assert info["split_num_docs"]["target_train"] == 300
+    assert info["config_name"] == "python-share0.02-tt300"
     assert abs(info["actual_pool_target_share"] - 0.02) < 0.005
     # Target docs in the pool are never in a target split.
     pool = set(small["train"]) | set(small["validation"])
@@ -214,6 +218,7 @@ def test_python_share_zero_removes_target_from_pool():
         ("python", {"pool_target_share": 1.0}),
         ("python", {"pool_target_share": float("nan")}),
         ("python", {"max_target_train": 0}),
+        ("python", {"max_target_train": 2.5}),
     ],
 )
 def test_impossible_or_invalid_settings_raise(tmp_path, task, kwargs):
@@ -242,7 +247,11 @@ def test_unknown_task_or_split(tmp_path):
 
 def test_runtime_configs(tmp_path):
     registered = {c.name: c for c in ec.AdaptiveDataEmbedded.BUILDER_CONFIGS}
-    assert set(registered) == {"python-share0.02-tt1000", "jargon-share0-tt1000", "russian-share0-tt1000"}
+    assert set(registered) == {
+        "python-share0.02-tt1000",
+        "jargon-share0-tt1000",
+        "russian-share0-tt1000",
+    }
     assert ec.make_config("python") is registered["python-share0.02-tt1000"]
     assert ec.make_config("python", pool_target_share=0.02) is registered["python-share0.02-tt1000"]
     custom = ec.make_config("python", pool_target_share=0.03, max_target_train=500)

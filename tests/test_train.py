@@ -84,8 +84,6 @@ def test_base_lowers_generic_and_target_bpb(uninterrupted_run):
     assert first["eval/target_bpb"] > 7.5 and first["eval/generic_bpb"] > 7.5
     assert last["eval/target_bpb"] < first["eval/target_bpb"] - 2.0
     assert last["eval/generic_bpb"] < first["eval/generic_bpb"] - 2.0
-    targets = [r["eval/target_bpb"] for r in rows]
-    assert all(b < a for a, b in zip(targets, targets[1:])), targets
     keys = {"step", "train/loss", "eval/generic_bpb", "eval/target_bpb", "steps_per_sec"}
     assert keys <= set(last)
     assert os.path.exists(os.path.join(uninterrupted_run, "config.json"))

@@ -42,6 +42,7 @@ import hashlib
 import json
 import lzma
 import math
+import operator
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,7 +133,7 @@ def manifest() -> dict[str, Any]:
 
 
 def dataset_version() -> str:
-    """``"<split algorithm>.<corpus revision>.0"``: changes with the code's split rule or the text."""
+    """``"<split algorithm>.<corpus revision>.0"``: moves with the split rule or the text."""
     return f"{SPLIT_ALGORITHM_VERSION}.{int(manifest()['corpus_revision'])}.0"
 
 
@@ -154,7 +155,9 @@ def _corpus() -> dict[str, tuple[tuple[str, str, int], ...]]:
         docs = []
         for rec in iter_documents(domain):
             if rec["domain"] != domain:
-                raise ValueError(f"record {rec['doc_id']!r} in the {domain} file says {rec['domain']!r}")
+                raise ValueError(
+                    f"record {rec['doc_id']!r} in the {domain} file says {rec['domain']!r}"
+                )
             docs.append((rec["doc_id"], rec["text"], len(rec["text"].encode("utf-8"))))
         docs.sort()
         out[domain] = tuple(docs)
@@ -175,7 +178,10 @@ def _unit(salt: str, doc_id: str) -> float:
     return int.from_bytes(_digest(salt, doc_id)[:8], "big") / 2.0**64
 
 
-def _resolve(task: str, pool_target_share: float | None, max_target_train: int) -> tuple[Task, float, int]:
+def _resolve(
+    task: str, pool_target_share: float | None, max_target_train: int
+) -> tuple[Task, float, int]:
+    """Validates the knobs; returns (task spec, share rounded to 1e-6, max_target_train)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(sorted(TASKS))}")
     spec = TASKS[task]
@@ -187,9 +193,13 @@ def _resolve(task: str, pool_target_share: float | None, max_target_train: int) 
     if not math.isfinite(share) or not 0.0 <= share < 1.0:
         raise ValueError(f"pool_target_share must be in [0, 1), got {pool_target_share!r}")
     share = round(share, 6)  # what the config name records; keeps names and contents in step
-    if isinstance(max_target_train, bool) or not isinstance(max_target_train, int) or max_target_train < 1:
+    try:
+        mtt = operator.index(max_target_train)  # ints, numpy ints; not floats
+    except TypeError:
+        mtt = None
+    if mtt is None or isinstance(max_target_train, bool) or mtt < 1:
         raise ValueError(f"max_target_train must be a positive int, got {max_target_train!r}")
-    return spec, share, max_target_train
+    return spec, share, mtt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,7 +371,7 @@ def _new_config(task: str, share: float, max_target_train: int) -> EmbeddedCorpu
 
 
 class AdaptiveDataEmbedded(tfds.core.GeneratorBasedBuilder):
-    """Multi-domain Debian text corpus with target-task splits (registered as ``adaptive_data_embedded``)."""
+    """Multi-domain Debian text with target-task splits (TFDS name ``adaptive_data_embedded``)."""
 
     VERSION = tfds.core.Version(dataset_version())
     RELEASE_NOTES = {
@@ -474,7 +484,9 @@ def get_builder(
     data_dir: str | None = None,
 ) -> AdaptiveDataEmbedded:
     """The builder for these settings, prepared into ``data_dir`` if not already there."""
-    config = make_config(task, pool_target_share=pool_target_share, max_target_train=max_target_train)
+    config = make_config(
+        task, pool_target_share=pool_target_share, max_target_train=max_target_train
+    )
     builder = AdaptiveDataEmbedded(config=config, data_dir=data_dir)
     if _is_prepared(builder):
         return builder
@@ -512,7 +524,10 @@ def load_split(
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     builder = get_builder(
-        task, pool_target_share=pool_target_share, max_target_train=max_target_train, data_dir=data_dir
+        task,
+        pool_target_share=pool_target_share,
+        max_target_train=max_target_train,
+        data_dir=data_dir,
     )
     return builder.as_data_source(split=split)
 

@@ -1,8 +1,8 @@
 """Grain input pipelines: byte tokenisation, truncation to max_length, shuffling, batching.
 
-Training streams are infinite, seeded and sharded by process: process ``p`` of ``P``
-reads elements ``p, p + P, ...`` of one global shuffled order (reshuffled every epoch),
-so the union over processes of a step's local batches is the global batch. Their
+Training streams are infinite, seeded and sharded by process: each process reads only
+its contiguous block of every global batch of one shuffled order (reshuffled every
+epoch), so a step's global batch does not depend on the number of processes. Their
 iterator state (a position) is saved in checkpoints, so a resumed run sees exactly the
 batches it would have seen. Evaluation batches are a fixed, padded prefix of a split.
 
@@ -43,15 +43,18 @@ def train_stream(source, *, domains, max_length: int, global_batch_size: int, se
                  process_index: int = 0, process_count: int = 1, num_threads: int = 2):
     """Returns an infinite grain IterDataset of this process's batches.
 
-    Each process gets ``global_batch_size // process_count`` examples per step.
+    The global batch of step t is elements ``[t * G, (t + 1) * G)`` of one seeded
+    shuffled stream (G = ``global_batch_size``, reshuffled every epoch); process p of P
+    reads only its contiguous block ``[t * G + p * G / P, t * G + (p + 1) * G / P)``, so
+    the global batch and its order do not depend on the number of processes.
     """
     if global_batch_size % process_count:
         raise ValueError(f"Global batch size {global_batch_size} is not divisible by the "
                          f"number of processes {process_count}.")
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
-    ds = ds[process_index::process_count]
     ds = ds.map(_Encode(domains, max_length))
     ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
+    ds = ds[process_index::process_count]
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                                 prefetch_buffer_size=4))
 

@@ -21,9 +21,14 @@ BUILDERS: dict[str, Callable[..., Method]] = {
 }
 
 
-def build(config, *, model, tx, corpus) -> Method:
-    """The Method of ``config.method`` for this model, optimiser and corpus."""
+def build(config, *, model, tx, corpus, shard_batch=lambda batch: batch) -> Method:
+    """The Method of ``config.method`` for this model, optimiser and corpus.
+
+    ``shard_batch`` constrains a batch built inside the step (the selected b examples)
+    to the data-parallel sharding; the identity on one device.
+    """
     if config.method not in BUILDERS:
         raise ValueError(f"Unknown config.method={config.method!r}; choose one of "
                          f"{sorted(BUILDERS)}.")
-    return BUILDERS[config.method](config, model=model, tx=tx, corpus=corpus)
+    return BUILDERS[config.method](config, model=model, tx=tx, corpus=corpus,
+                                   shard_batch=shard_batch)

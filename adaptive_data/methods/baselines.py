@@ -32,20 +32,20 @@ def _supervised_step(model, tx, stream_weights: dict[str, float], schedule):
     return step
 
 
-def base(config, *, model, tx, corpus):
-    del corpus
+def base(config, *, model, tx, corpus, shard_batch):
+    del corpus, shard_batch  # the input batches are already sharded
     return Method(name="base",
                   streams={"generic": ("generic_train", config.train.batch_size)},
                   step=_supervised_step(model, tx, {"generic": 1.0},
                                         ts.learning_rate_schedule(config.train)))
 
 
-def mixing(config, *, model, tx, corpus):
+def mixing(config, *, model, tx, corpus, shard_batch):
     """Gradients of gw * L_generic + (1 - gw) * L_target (gw = config.mixing.generic_weight)."""
-    del corpus
     gw = float(config.mixing.generic_weight)
     if not 0.0 <= gw <= 1.0:
         raise ValueError(f"config.mixing.generic_weight={gw} must be in [0, 1].")
+    del corpus, shard_batch
     return Method(name="mixing",
                   streams={"generic": ("generic_train", config.train.batch_size),
                            "target": ("target_train", config.train.target_batch_size)},
@@ -53,9 +53,9 @@ def mixing(config, *, model, tx, corpus):
                                         ts.learning_rate_schedule(config.train)))
 
 
-def finetune(config, *, model, tx, corpus):
+def finetune(config, *, model, tx, corpus, shard_batch):
     """Trains on target_train only; the driver starts from config.finetune.init_from."""
-    del corpus
+    del corpus, shard_batch
     return Method(name="finetune",
                   streams={"target": ("target_train", config.train.batch_size)},
                   step=_supervised_step(model, tx, {"target": 1.0},

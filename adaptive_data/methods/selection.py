@@ -80,7 +80,7 @@ class _Scorer:
 
 
 def _selection_step(config, model, tx, scorer: _Scorer, *, strategy: str,
-                    target_domain_id: int | None, num_domains: int):
+                    target_domain_id: int | None, num_domains: int, shard_batch):
     b = int(config.train.batch_size)
     warmup = int(config.select.warmup_steps)
     outer_every = int(config.outer.every)
@@ -99,7 +99,7 @@ def _selection_step(config, model, tx, scorer: _Scorer, *, strategy: str,
                                              temperature=temperature)
         indices_b = jnp.where(active, chosen, jnp.arange(b))
         weights_b = jnp.where(active, weights_b, 1.0 / b)
-        selected = selection.gather(big, indices_b)
+        selected = shard_batch(selection.gather(big, indices_b))
 
         def inner_objective(params):
             return jnp.sum(weights_b * train_loss(params, selected, dropout_key))
@@ -241,7 +241,7 @@ def _mixture_scorer(config, model, num_domains: int):
     return _Scorer(score, outer_method=outer_method, outer_batch="big", init=init)
 
 
-def build(config, *, model, tx, corpus) -> Method:
+def build(config, *, model, tx, corpus, shard_batch) -> Method:
     """The Method of a data-selection ``config.method`` (see the module docstring)."""
     name = config.method
     num_domains = len(corpus.domains)
@@ -266,7 +266,8 @@ def build(config, *, model, tx, corpus) -> Method:
         raise ValueError(f"config.select.downsampling={k} must be >= 1.")
     big_batch = k * int(config.train.batch_size)
     step = _selection_step(config, model, tx, scorer, strategy=strategy,
-                           target_domain_id=target_domain_id, num_domains=num_domains)
+                           target_domain_id=target_domain_id, num_domains=num_domains,
+                           shard_batch=shard_batch)
     extra: dict[str, Any] = {}
     if scorer.init is not None:
         extra["init_method_state"] = scorer.init

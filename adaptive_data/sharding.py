@@ -1,0 +1,82 @@
+"""One device mesh over every device of every process, and the shardings derived from it.
+
+The mesh has axes ``("data", "fsdp")`` with ``fsdp = config.mesh.fsdp`` devices per
+parameter shard group (1: parameters replicated, plain data parallelism) and
+``data = device_count / fsdp``. Batches are split over both axes (every device holds
+``global_batch / device_count`` examples); parameters and optimiser/method state are
+replicated, or with FSDP split along their largest divisible dimension over ``fsdp``.
+Every state sharding is derived from ``jax.eval_shape`` of the state's init function,
+so the same code runs on 1 CPU, 8 simulated CPU devices, several processes and a pod.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+BATCH_AXES = ("data", "fsdp")
+# FSDP shards only leaves of at least this many elements (small ones stay replicated).
+FSDP_MIN_SIZE = 2**14
+
+
+def make_mesh(fsdp: int = 1) -> Mesh:
+    """A ("data", "fsdp") mesh over all devices; ``fsdp`` must divide the device count."""
+    n = jax.device_count()
+    if fsdp < 1 or n % fsdp:
+        raise ValueError(f"config.mesh.fsdp={fsdp} must be a positive divisor of the number of "
+                         f"devices ({n}).")
+    return jax.make_mesh((n // fsdp, fsdp), BATCH_AXES,
+                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (example) axis split over every device."""
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def _leaf_spec(shape: tuple[int, ...], fsdp: int) -> P:
+    if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < FSDP_MIN_SIZE:
+        return P()
+    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+        if shape[dim] % fsdp == 0:
+            spec = [None] * len(shape)
+            spec[dim] = "fsdp"
+            return P(*spec)
+    return P()
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
+    """Shardings of every leaf of a state pytree (from ``jax.eval_shape``)."""
+    fsdp = mesh.shape["fsdp"]
+    return jax.tree.map(lambda x: NamedSharding(mesh, _leaf_spec(tuple(x.shape), fsdp)),
+                        abstract_state)
+
+
+def check_divisible(value: int, key: str) -> None:
+    """Global batch sizes must split evenly over processes and devices."""
+    for count, what in ((jax.process_count(), "number of processes"),
+                        (jax.device_count(), "number of devices")):
+        if value % count:
+            raise ValueError(f"{key}={value} is not divisible by the {what} ({count}); set "
+                             f"{key} to a multiple of {count}.")
+
+
+def to_global(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """Global arrays from this process's rows (``global_batch / process_count`` each)."""
+    return {k: jax.make_array_from_process_local_data(sharding, v)
+            for k, v in local_batch.items()}
+
+
+def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This process's contiguous slice of a batch every process built in full."""
+    n = len(next(iter(batch.values())))
+    per_process = n // jax.process_count()
+    start = jax.process_index() * per_process
+    return {k: v[start:start + per_process] for k, v in batch.items()}
