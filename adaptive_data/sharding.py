@@ -80,3 +80,20 @@ def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     per_process = n // jax.process_count()
     start = jax.process_index() * per_process
     return {k: v[start:start + per_process] for k, v in batch.items()}
+
+
+def to_host(tree: Any) -> Any:
+    """Numpy values of a pytree of replicated arrays, also when they span several processes.
+
+    (``jax.device_get`` refuses arrays that are not fully addressable; a replicated
+    array has a full copy on every device, so this process's first shard is the value.)
+    """
+
+    def leaf(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if not x.sharding.is_fully_replicated:
+                raise ValueError(f"to_host needs a replicated array, got sharding {x.sharding}.")
+            return np.asarray(x.addressable_shards[0].data)
+        return np.asarray(x)
+
+    return jax.tree.map(leaf, tree)

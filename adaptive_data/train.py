@@ -55,7 +55,7 @@ class _Evaluator:
     def __call__(self, params) -> dict[str, float]:
         results = {}
         for name, batches in self._sets.items():
-            totals = [self._eval_fn(params, b) for b in batches]
+            totals = sharding.to_host([self._eval_fn(params, b) for b in batches])
             nll = sum(float(t[0]) for t in totals)
             num_bytes = sum(float(t[1]) for t in totals)
             results[f"eval/{name}_bpb"] = nll / math.log(2.0) / max(num_bytes, 1.0)
@@ -158,7 +158,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     best = _BestParams(workdir, writer.history(), resume_step or 0) if keep_best else None
 
     # ------------------------------------------------------------------ loop
-    step = int(jax.device_get(state.step))
+    step = int(sharding.to_host(state.step))
     total = int(config.train.steps)
     progress = metrics_lib.Progress(step, total)
     last_row: dict[str, Any] = {}
@@ -176,14 +176,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             state, step_metrics = train_step(state, batches)
             step += 1
             if pending is not None:
-                metrics_lib.check_finite(pending[0], jax.device_get(pending[1]))
+                metrics_lib.check_finite(pending[0], sharding.to_host(pending[1]))
             pending = (step, step_metrics)
             is_eval = step % config.train.eval_every == 0 or step == total
             is_log = step % config.train.log_every == 0 or is_eval
             is_ckpt = step % config.checkpoint.every == 0 or step == total
             if not (is_log or is_ckpt):
                 continue
-            row = metrics_lib.name_domains(jax.device_get(step_metrics), corpus.domains)
+            row = metrics_lib.name_domains(sharding.to_host(step_metrics), corpus.domains)
             metrics_lib.check_finite(step, row)
             pending = None
             if is_log:

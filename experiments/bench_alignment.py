@@ -157,6 +157,15 @@ def main(argv=None):
                                 lambda p, x: loss_fn(p, x), (params, big_batch), **bench)
     fwd_row["kind"] = "forward"
     rows.append(fwd_row)
+    # The core of the base step: fwd+bwd over b with dropout (as the steps train).
+    train_loss = transformer.make_loss_fn(model, deterministic=False)
+    small_batch = jax.tree.map(lambda x: x[:b], big_batch)
+    row, _ = bench_function(
+        "fwd+bwd, dropout", f"b={b}",
+        lambda p, x, key: jax.grad(lambda q: jnp.mean(train_loss(q, x, key)))(p),
+        (params, small_batch, jax.random.key(args.seed)), **bench)
+    row["kind"] = "reference"
+    rows.append(row)
 
     # (b) alignment methods.
     outputs = {}
@@ -168,11 +177,16 @@ def main(argv=None):
                                                    chunk_size=chunk_size)
 
         label = f"(b) align {method}" + (f" (chunk {chunk_size})" if chunk_size else "")
-        row = benchlib.run_guarded(label, lambda: bench_function(
-            label, f"B={big}", align, (params, big_batch, direction), **bench)[0])
+        def run_align(label=label, align=align, method=method):
+            row, compiled = bench_function(label, f"B={big}", align,
+                                           (params, big_batch, direction), **bench)
+            outputs[method] = np.asarray(compiled.fn(params, big_batch, direction))
+            return row
+
+        row = benchlib.run_guarded(label, run_align)
         row["kind"], row["method"] = "align", method
-        if "error" not in row:
-            outputs[method] = np.asarray(jax.jit(align)(params, big_batch, direction))
+        if "error" in row:
+            row["note"] = "ERROR " + row["error"][:70] + " (see JSON)"
         rows.append(row)
     if "jvp" in outputs:
         scale = float(np.max(np.abs(outputs["jvp"]))) or 1.0
@@ -195,6 +209,48 @@ def main(argv=None):
     row["kind"] = "score"
     rows.append(row)
 
+    prefix = benchlib.output_prefix(
+        args.output, f"bench_alignment_{args.size}_b{b}_k{k}_{dtype}_{info['backend']}")
+    unit_ms = unit_row["median_ms"]
+
+    def report(final):
+        """Ratios, checks, table, files; written after every step so a killed run keeps rows."""
+        base_ms = _median_ms(rows, "step", "base")
+        for row in rows:
+            if "median_ms" in row:
+                row["units"] = row["median_ms"] / unit_ms
+                if row.get("kind") == "step" and base_ms:
+                    row["x_base"] = row["median_ms"] / base_ms
+        checks = _checks(rows, unit_ms, base_ms)
+        text, md = benchlib.render_table(rows, COLUMNS)
+        check_lines = [f"{benchlib.pass_fail(ok):4s}  {name}: measured {benchlib.fmt(value)} "
+                       f"(threshold {threshold})" for name, value, threshold, ok in checks]
+        info["load_average_end"] = benchlib._loadavg()
+        info["host_peak_rss_mb"] = benchlib.host_peak_rss_mb()
+        header = (f"# bench_alignment: size {args.size}, b={b}, B={big}, {dtype}"
+                  f"{'' if final else ' (partial)'}\n\n"
+                  f"Machine: {info['device_count']} x {info['device_kind']} "
+                  f"({info['backend']}), jax {info['jax']}, {info['cpu_count']} host CPUs, "
+                  f"load average {info['load_average']} -> {info['load_average_end']}. "
+                  f"Median of {args.repeats} synced calls after {args.warmup} warm-up "
+                  f"calls.\n\n")
+        payload = {"script": "bench_alignment", "complete": final, "args": vars(args),
+                   "machine": info, "model": m.to_dict(), "b": b, "k": k, "B": big,
+                   "dtype": dtype, "unit_ms": unit_ms, "base_step_ms": base_ms, "rows": rows,
+                   "checks": [{"name": n, "value": v, "threshold": t, "pass": ok}
+                              for n, v, t, ok in checks]}
+        checks_md = "\n".join(f"- {line}" for line in check_lines)
+        benchlib.write_outputs(prefix, payload, header + md + "\n\n" + checks_md,
+                               quiet=not final)
+        if final:
+            print()
+            print(text)
+            print()
+            print("\n".join(check_lines))
+            print(f"load average at the end: {info['load_average_end']}; host peak RSS "
+                  f"{info['host_peak_rss_mb']:.0f} MiB; total {budget.elapsed():.0f} s")
+        return payload
+
     # (d) full training steps.
     for method in benchlib.parse_list(args.methods, benchlib.ALL_METHODS):
         if budget.exhausted():
@@ -206,65 +262,34 @@ def main(argv=None):
         row.setdefault("kind", "step")
         row.setdefault("method", method)
         if "error" in row:
-            row["note"] = row["error"]
+            row["note"] = "ERROR " + row["error"][:70] + " (see JSON)"
         rows.append(row)
         print(f"  {row['name']}: {benchlib.fmt(row.get('median_ms'))} ms "
-              f"(compile {benchlib.fmt(row.get('compile_s'))} s)", flush=True)
+              f"(compile {benchlib.fmt(row.get('compile_s'))} s)  [{budget.elapsed():.0f} s]",
+              flush=True)
+        report(final=False)
+    return report(final=True)
 
-    # Ratios.
-    unit_ms = unit_row["median_ms"]
-    base_ms = next((r["median_ms"] for r in rows
-                    if r.get("method") == "base" and r.get("kind") == "step"
-                    and "median_ms" in r), None)
-    for row in rows:
-        if "median_ms" in row:
-            row["units"] = row["median_ms"] / unit_ms
-            if row.get("kind") == "step" and base_ms:
-                row["x_base"] = row["median_ms"] / base_ms
 
-    # Checks of the issue.
-    def ms(kind, method):
-        return next((r["median_ms"] for r in rows if r.get("kind") == kind
-                     and r.get("method") == method and "median_ms" in r), None)
+def _median_ms(rows, kind, method):
+    return next((r["median_ms"] for r in rows if r.get("kind") == kind
+                 and r.get("method") == method and "median_ms" in r), None)
 
-    jvp, vmap, anograd = ms("align", "jvp"), ms("align", "vmap"), ms("step", "anograd")
-    checks = [
-        ("jvp alignment <= 1.5 units", None if jvp is None else jvp / unit_ms, 1.5,
-         None if jvp is None else jvp / unit_ms <= 1.5),
-        ("vmap / jvp >= 3", None if jvp is None or vmap is None else vmap / jvp, 3.0,
-         None if jvp is None or vmap is None else vmap / jvp >= 3.0),
-        ("anograd step <= 1.5 x base step",
-         None if anograd is None or base_ms is None else anograd / base_ms, 1.5,
-         None if anograd is None or base_ms is None else anograd / base_ms <= 1.5),
+
+def _checks(rows, unit_ms, base_ms):
+    """The issue's targets: (name, measured value, threshold, pass or None if not measured)."""
+    jvp, vmap = _median_ms(rows, "align", "jvp"), _median_ms(rows, "align", "vmap")
+    anograd = _median_ms(rows, "step", "anograd")
+    jvp_units = None if jvp is None else jvp / unit_ms
+    speedup = None if jvp is None or vmap is None else vmap / jvp
+    anograd_x = None if anograd is None or base_ms is None else anograd / base_ms
+    return [
+        ("jvp alignment <= 1.5 units", jvp_units, 1.5,
+         None if jvp_units is None else jvp_units <= 1.5),
+        ("vmap / jvp >= 3", speedup, 3.0, None if speedup is None else speedup >= 3.0),
+        ("anograd step <= 1.5 x base step", anograd_x, 1.5,
+         None if anograd_x is None else anograd_x <= 1.5),
     ]
-
-    text, md = benchlib.render_table(rows, COLUMNS)
-    print()
-    print(text)
-    print()
-    check_lines = [f"{benchlib.pass_fail(ok):4s}  {name}: measured {benchlib.fmt(value)} "
-                   f"(threshold {threshold})" for name, value, threshold, ok in checks]
-    print("\n".join(check_lines))
-    info["load_average_end"] = benchlib._loadavg()
-    info["host_peak_rss_mb"] = benchlib.host_peak_rss_mb()
-    print(f"load average at the end: {info['load_average_end']}; "
-          f"host peak RSS {info['host_peak_rss_mb']:.0f} MiB; total {budget.elapsed():.0f} s")
-
-    header = (f"# bench_alignment: size {args.size}, b={b}, B={big}, {dtype}\n\n"
-              f"Machine: {info['device_count']} x {info['device_kind']} ({info['backend']}), "
-              f"jax {info['jax']}, {info['cpu_count']} host CPUs, load average "
-              f"{info['load_average']} -> {info['load_average_end']}. Median of "
-              f"{args.repeats} synced calls after {args.warmup} warm-up calls.\n\n")
-    checks_md = "\n".join(f"- {line}" for line in check_lines)
-    payload = {"script": "bench_alignment", "args": vars(args), "machine": info,
-               "model": m.to_dict(), "b": b, "k": k, "B": big, "dtype": dtype,
-               "unit_ms": unit_ms, "base_step_ms": base_ms, "rows": rows,
-               "checks": [{"name": n, "value": v, "threshold": t, "pass": ok}
-                          for n, v, t, ok in checks]}
-    prefix = benchlib.output_prefix(
-        args.output, f"bench_alignment_{args.size}_b{b}_k{k}_{dtype}_{info['backend']}")
-    benchlib.write_outputs(prefix, payload, header + md + "\n\n" + checks_md)
-    return payload
 
 
 if __name__ == "__main__":

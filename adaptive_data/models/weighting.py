@@ -84,7 +84,9 @@ class WeightingModel(nn.Module):
             x_BLE = act(x_BLE)
         counts_B1 = jnp.maximum(jnp.sum(mask_BL1, axis=1), 1.0)
         pooled_BE = jnp.sum(x_BLE * mask_BL1, axis=1) / counts_B1
-        return nn.Dense(1, name="logit")(pooled_BE)[:, 0]
+        # No bias: every use of the logits is a softmax over the batch, which a shared
+        # offset cannot change (a bias would get a zero gradient, and optimiser noise).
+        return nn.Dense(1, use_bias=False, name="logit")(pooled_BE)[:, 0]
 
 
 def example_weights(

@@ -64,10 +64,12 @@ def anograd_gradient(
 
     Returns:
       `(dJ/dphi, metrics)`: a pytree shaped like phi, and `outer/objective` (J),
-      `outer/alignment` (<g_w, g_s>), `outer/cosine`, `outer/target_loss`,
-      `outer/generic_loss` (w-weighted mean), `outer/grad_norm` (||dJ/dphi||),
-      `outer/weight_entropy`, `outer/weight_max`, `anograd/g_w_norm`,
-      `anograd/g_s_norm` and, for "hessian", `anograd/curvature` (g_w^T H_s g_w).
+      `outer/alignment` (<g_wbar, g_s> with wbar = w / sum w), `outer/cosine`,
+      `outer/target_loss`, `outer/generic_loss` (w-weighted mean), `outer/grad_norm`
+      (||dJ/dphi||), `outer/weight_entropy`, `outer/weight_max`, `anograd/g_w_norm`
+      (||g_wbar||), `anograd/g_s_norm` and, for "hessian", `anograd/curvature`
+      (g_w^T H_s g_w). The reported alignment and norm use the normalised weights, so
+      they do not depend on the overall weight scale, to which J is invariant.
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
@@ -103,14 +105,15 @@ def anograd_gradient(
     objective = -alignment / denom
     grad_phi = pullback(dobj_dw_B)
     safe_cos_denom = jnp.where(g_w_norm * g_s_norm > 0, g_w_norm * g_s_norm, 1.0)
+    w_total = jnp.sum(w_B)
     metrics.update({
         "outer/objective": objective,
-        "outer/alignment": alignment,
+        "outer/alignment": alignment / w_total,
         "outer/cosine": alignment / safe_cos_denom,
         "outer/target_loss": target_loss,
         "outer/generic_loss": jnp.vdot(derivatives.normalize_weights(w_B), losses_B),
         "outer/grad_norm": optax.tree.norm(grad_phi),
-        "anograd/g_w_norm": g_w_norm,
+        "anograd/g_w_norm": g_w_norm / w_total,
         "anograd/g_s_norm": g_s_norm,
         **base.weight_metrics(w_B),
     })

@@ -1,0 +1,127 @@
+"""The same run on 1 device, 8 simulated CPU devices and 2 processes gives the same metrics.
+
+Each run is a subprocess (the device count is fixed when jax starts). Tolerance: every
+logged metric (losses, bits/byte, selection shares and scores, outer-update diagnostics)
+agrees to rtol 1e-5 / atol 1e-6; only ``steps_per_sec`` differs. Differences come only
+from the order of floating-point reductions across devices.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+FLAGS = ("--config.train.steps=24", "--config.checkpoint.every=8", "--config.train.eval_every=8",
+         "--config.train.log_every=4")
+RTOL, ATOL = 1e-5, 1e-6
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _command(workdir, tfds_dir, method, *extra):
+    return [sys.executable, "-m", "adaptive_data.main",
+            f"--config=configs/default.py:runlocal,method={method}", f"--workdir={workdir}",
+            f"--config.data.tfds_data_dir={tfds_dir}", *FLAGS, *extra]
+
+
+def _env(devices):
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+            "JAX_PLATFORMS": "cpu"}
+
+
+def _run(workdir, tfds_dir, method, devices):
+    result = subprocess.run(_command(workdir, tfds_dir, method), cwd=REPO_ROOT,
+                            env=_env(devices), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def _rows(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def assert_same_metrics(workdir_a, workdir_b):
+    rows_a, rows_b = _rows(workdir_a), _rows(workdir_b)
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
+    for a, b in zip(rows_a, rows_b):
+        keys = sorted(set(a) - {"steps_per_sec"})
+        assert keys == sorted(set(b) - {"steps_per_sec"})
+        np.testing.assert_allclose([b[k] for k in keys], [a[k] for k in keys], rtol=RTOL,
+                                   atol=ATOL, err_msg=f"step {a['step']}: keys {keys}")
+
+
+@pytest.fixture(scope="session")
+def runs(tfds_dir, tmp_path_factory):
+    """Workdirs of (method, devices) runs, made on first use."""
+    made = {}
+
+    def get(method, devices):
+        if (method, devices) not in made:
+            workdir = str(tmp_path_factory.mktemp(f"{method}_{devices}dev"))
+            made[method, devices] = _run(workdir, tfds_dir, method, devices)
+        return made[method, devices]
+
+    return get
+
+
+@pytest.mark.parametrize("method", ["base", "anograd", "align_filter"])
+def test_eight_devices_match_one_device(runs, method):
+    assert_same_metrics(runs(method, 1), runs(method, 8))
+    if method != "base":
+        rows = _rows(runs(method, 8))
+        assert any(r.get("select/active") == 1.0 for r in rows)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(runs, tfds_dir, tmp_path):
+    workdir = str(tmp_path / "two_processes")
+    port = _free_port()
+    procs = [subprocess.Popen(
+        _command(workdir, tfds_dir, "base", f"--coordinator_address=127.0.0.1:{port}",
+                 "--num_processes=2", f"--process_id={i}"),
+        cwd=REPO_ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    # Each process saved its own data-iterator position.
+    last = os.path.join(workdir, "checkpoints", "24", "generic")
+    assert sorted(f for f in os.listdir(last) if f.startswith("process_")) == [
+        "process_0-of-2.json", "process_1-of-2.json"]
+    assert_same_metrics(runs("base", 1), workdir)
+
+
+def test_sigkill_and_resume_on_eight_devices(runs, tfds_dir, tmp_path):
+    workdir = str(tmp_path / "killed")
+    proc = subprocess.Popen(_command(workdir, tfds_dir, "anograd"), cwd=REPO_ROOT, env=_env(8),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = os.path.join(workdir, "checkpoints", "8")
+    deadline = time.time() + 300
+    while not os.path.isdir(first) and time.time() < deadline:
+        assert proc.poll() is None, "run ended before its first checkpoint"
+        time.sleep(0.02)
+    assert proc.poll() is None, "run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _rows(workdir)[-1]["step"] < 24
+    _run(workdir, tfds_dir, "anograd", 8)
+    assert_same_metrics(runs("anograd", 8), workdir)
