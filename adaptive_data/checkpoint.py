@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import grain
 import jax

@@ -44,7 +44,9 @@ class _HideLibraryInfo(std_logging.Filter):
     """Drops INFO records of libraries that log every checkpoint file operation."""
 
     def filter(self, record) -> bool:
-        return record.levelno >= std_logging.WARNING or not any(s in record.pathname for s in _CHATTY_LIBRARIES)
+        if record.levelno >= std_logging.WARNING:
+            return True
+        return not any(s in record.pathname for s in _CHATTY_LIBRARIES)
 
 
 def _initialize_distributed() -> None:

@@ -12,7 +12,8 @@ import math
 import pathlib
 import re
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np

@@ -15,7 +15,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
 # FSDP shards only leaves of at least this many elements (small ones stay replicated).

@@ -19,9 +19,8 @@ import optax
 from absl import logging
 
 from adaptive_data import checkpoint as ckpt
-from adaptive_data import methods
+from adaptive_data import methods, sharding
 from adaptive_data import metrics as metrics_lib
-from adaptive_data import sharding
 from adaptive_data import train_state as ts
 from adaptive_data.data import pipeline, sources
 from adaptive_data.models import transformer
@@ -149,7 +148,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     def checked_step(state, batches):
         # The parameter norm makes a non-finite update visible before it is checkpointed.
         state, step_metrics = method.step(state, batches)
-        return state, {**step_metrics, "train/param_norm": optax.global_norm(state.params)}
+        return state, {**step_metrics, "train/param_norm": optax.tree.norm(state.params)}
 
     train_step = jax.jit(checked_step, donate_argnums=0, out_shardings=(state_sharding, None))
     evaluator = _Evaluator(model, corpus, config, to_device)

@@ -161,7 +161,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.mixture = ml_collections.ConfigDict()
     # domain_mixture: eg (exponentiated gradient) | hypergradient.
-    config.mixture.update = "eg"
+    config.mixture.update_rule = "eg"
     # EG step size (or learning rate of the logits for hypergradient).
     config.mixture.step_size = 1.0
     # Floor: alpha = (1 - s) alpha + s / K.

@@ -96,6 +96,7 @@ def _row(name, batch, compiled: benchlib.Compiled, times, note=""):
 
 def bench_function(name, batch, fn, args, *, warmup, repeats, note=""):
     compiled = benchlib.compile_fn(fn, args)
+    benchlib.check_fits(compiled, name)
     times = benchlib.time_calls(lambda: compiled.fn(*args), warmup=warmup, repeats=repeats)
     return _row(name, batch, compiled, times, note), compiled
 

@@ -119,6 +119,9 @@ def bench_method(name, args, *, b, dtype, flops_per_token):
         "device_peak_mb": benchlib.device_peak_mb(),
         "note": f"RECOMPILES at step 2: {timing.recompile}" if timing.recompile else "",
     }
+    if name == "align_filter" and args.chunk_size:
+        row["note"] = (row["note"] + "; " if row["note"] else "") + (
+            f"chunk {args.chunk_size}: XLA FLOPs count one chunk")
     return row
 
 

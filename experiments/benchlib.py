@@ -261,6 +261,25 @@ def memory_analysis(compiled) -> dict[str, float]:
     return out
 
 
+def device_limit_mb() -> float | None:
+    """The device allocator's capacity (MiB) where the backend reports it (GPU)."""
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:
+        return None
+    if not stats or "bytes_limit" not in stats:
+        return None
+    return stats["bytes_limit"] / MB
+
+
+def check_fits(compiled: "Compiled", what: str) -> None:
+    """Raises MemoryError before running an executable that XLA says cannot fit."""
+    limit, need = device_limit_mb(), compiled.memory.get("peak_mb")
+    if limit is not None and need is not None and need > limit:
+        raise MemoryError(f"{what}: XLA needs {need:,.0f} MiB > device limit {limit:,.0f} MiB "
+                          "(use a smaller big batch, or chunking)")
+
+
 def xla_flops(compiled) -> float | None:
     """FLOPs of one call as XLA's cost analysis counts them (None if unavailable)."""
     try:
@@ -405,6 +424,7 @@ def build_train_step(config, *, seed: int = 0) -> TrainStep:
 
     batches = method_batches(method, config.model.max_length, seed=seed + 1)
     compiled = compile_fn(checked_step, (state, batches), donate_argnums=0)
+    check_fits(compiled, f"step of {config.method}")
     return TrainStep(method, config, compiled, state, batches, param_count(state.params))
 
 

@@ -13,3 +13,14 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+
+def load_default_config(arg: str = "runlocal"):
+    """``configs/default.py:get_config(arg)``, loaded from its path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("default_config",
+                                                  REPO_ROOT / "configs" / "default.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)

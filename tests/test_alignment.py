@@ -125,7 +125,7 @@ def _naive_grads(name):
     paths = tree_lib.leaf_paths(params)
     grads = []
     for i in range(B):
-        example = jax.tree.map(lambda x: x[i : i + 1], batch)
+        example = jax.tree.map(lambda x, i=i: x[i : i + 1], batch)
         leaves = jax.tree.leaves(grad_one(params, example))
         grads.append({p: np.asarray(g, np.float64).ravel() for p, g in zip(paths, leaves)})
     return grads

@@ -6,16 +6,11 @@ import pytest
 
 from adaptive_data.data import sources
 
-from conftest import REPO_ROOT  # noqa: F401  (puts configs/ on sys.path)
+from conftest import load_default_config
 
 
 def _data_config(**overrides):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("default_config", REPO_ROOT / "configs/default.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    data = module.get_config("runlocal").data
+    data = load_default_config("runlocal").data
     data.update(overrides)
     return data
 

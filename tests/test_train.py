@@ -6,7 +6,6 @@ refused on a changed model config but allowed on harmless changes; fine-tuning k
 the best checkpoint by target_valid; a NaN loss stops the run and keeps the checkpoint.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -21,16 +20,9 @@ import pytest
 from adaptive_data import checkpoint as ckpt
 from adaptive_data import train
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_default_config
 
 pytestmark = pytest.mark.slow
-
-
-def load_config(arg="runlocal"):
-    spec = importlib.util.spec_from_file_location("default_config", REPO_ROOT / "configs/default.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +31,7 @@ def tfds_dir(tmp_path_factory):
 
 
 def _config(tfds_dir, arg="runlocal", **overrides):
-    config = load_config(arg)
+    config = load_default_config(arg)
     config.data.tfds_data_dir = tfds_dir
     for dotted, value in overrides.items():
         node = config
@@ -164,7 +156,8 @@ def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tfds_dir, tmp_path):
     config = _config(tfds_dir, **{"train.learning_rate": 1e9, "train.grad_clip": 0.0,
                                   "train.warmup_steps": 20, "train.steps": 20,
                                   "checkpoint.every": 1, "train.weight_decay": 0.0})
-    with pytest.raises(FloatingPointError, match=r"Non-finite (train|eval)/\S+ = \S+ at step (\d+)") as e:
+    message = r"Non-finite (train|eval)/\S+ = \S+ at step (\d+)"
+    with pytest.raises(FloatingPointError, match=message) as e:
         train.train_and_evaluate(config, workdir)
     bad_step = int(str(e.value).split(" at step ")[1].split(".")[0])
     saved = ckpt.Checkpointer(tmp_path / "nan" / "checkpoints", keep=2).latest_step()

@@ -1,4 +1,8 @@
-"""Pure maths of adaptive_data: losses, selection, alignment, outer updates, mixtures."""
+"""Pure maths of adaptive_data: alignment filter, selection, outer updates, mixtures.
+
+Submodules: ``alignment``, ``selection``, ``derivatives``, ``outer`` (ANOGRAD, SOBA, DDS,
+L2RW), ``mixture`` (domain mixture weights), ``tree``.
+"""
 
 from adaptive_data.core.alignment import mean_gradient, per_example_alignment
 from adaptive_data.core.selection import (
@@ -10,3 +14,16 @@ from adaptive_data.core.selection import (
     top_b,
 )
 from adaptive_data.core.tree import leaf_paths, path_mask
+
+__all__ = [
+    "gather",
+    "leaf_paths",
+    "mean_gradient",
+    "path_mask",
+    "per_example_alignment",
+    "positive_only",
+    "sample_with_replacement",
+    "sample_without_replacement",
+    "select",
+    "top_b",
+]

@@ -10,7 +10,8 @@ Three ways to compute the same vector a_B, which must agree:
              eps = 1 (the weight-gradient trick that ANOGRAD relies on).
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

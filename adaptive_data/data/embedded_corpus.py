@@ -170,7 +170,7 @@ def _corpus() -> dict[str, tuple[tuple[str, str, int], ...]]:
 
 
 def _digest(salt: str, doc_id: str) -> bytes:
-    return hashlib.sha256(f"{salt}\x00{doc_id}".encode("utf-8")).digest()
+    return hashlib.sha256(f"{salt}\x00{doc_id}".encode()).digest()
 
 
 def _unit(salt: str, doc_id: str) -> float:

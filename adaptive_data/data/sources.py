@@ -20,7 +20,8 @@ import dataclasses
 import hashlib
 import json
 import pathlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from adaptive_data.data import tokenizer
 

@@ -8,7 +8,7 @@ a pure function that the driver jits once. ``build(config, ...)`` picks the meth
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from adaptive_data.methods import baselines, selection
 from adaptive_data.methods.types import Method

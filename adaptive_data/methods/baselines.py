@@ -23,7 +23,7 @@ def _supervised_step(model, tx, stream_weights: dict[str, float], schedule):
             return sum(w * losses[s] for s, w in stream_weights.items()), losses
 
         (loss, losses), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        metrics = {"train/loss": loss, "train/grad_norm": optax.global_norm(grads),
+        metrics = {"train/loss": loss, "train/grad_norm": optax.tree.norm(grads),
                    "train/lr": schedule(state.step)}
         if len(stream_weights) > 1:
             metrics.update({f"train/{s}_loss": v for s, v in losses.items()})

@@ -19,7 +19,8 @@ big batch, i.e. uniform, and no outer update runs. Methods:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -105,7 +106,7 @@ def _selection_step(config, model, tx, scorer: _Scorer, *, strategy: str,
             return jnp.sum(weights_b * train_loss(params, selected, dropout_key))
 
         loss, grads = jax.value_and_grad(inner_objective)(state.params)
-        metrics = {"train/loss": loss, "train/grad_norm": optax.global_norm(grads),
+        metrics = {"train/loss": loss, "train/grad_norm": optax.tree.norm(grads),
                    "train/lr": schedule(state.step),
                    "select/active": active.astype(jnp.float32),
                    "select/score_selected": jnp.mean(scores_B[indices_b]),
@@ -221,10 +222,11 @@ def _l2rw_scorer(config, model):
 def _mixture_scorer(config, model, num_domains: int):
     loss_fn = transformer.make_loss_fn(model)
     m = config.mixture
-    phi_tx = _optimizer(config.outer.optimizer, m.step_size) if m.update == "hypergradient" \
-        else None
-    outer_method = mixture.mixture(loss_fn, num_domains, update=m.update, step_size=m.step_size,
-                                   smoothing=m.smoothing, phi_tx=phi_tx, objective=m.objective)
+    phi_tx = (_optimizer(config.outer.optimizer, m.step_size)
+              if m.update_rule == "hypergradient" else None)
+    outer_method = mixture.mixture(loss_fn, num_domains, update=m.update_rule,
+                                   step_size=m.step_size, smoothing=m.smoothing, phi_tx=phi_tx,
+                                   objective=m.objective)
 
     def init(key, params):
         del key

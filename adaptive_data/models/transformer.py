@@ -9,7 +9,7 @@ log-likelihood (nats) over the non-padding target tokens of each example.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax

@@ -10,7 +10,8 @@ Which output each method uses (see `example_weights`):
 """
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
