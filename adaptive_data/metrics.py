@@ -105,6 +105,43 @@ PROGRESS_KEYS = ("train/loss", "eval/", "select/target_share", "select/pool_targ
                  "outer/objective")
 
 
+class CollapseMonitor:
+    """Warns once per kind when selection collapses onto few examples or one domain.
+
+    Kinds: the sampling distribution's effective sample size is below the model batch
+    b (fewer effective candidates than examples drawn); one domain makes up at least
+    ``max_share`` of the selected examples; one domain has at least ``max_share`` of the
+    mixture weights alpha.
+    """
+
+    def __init__(self, batch_size: int, max_share: float = 0.95):
+        self._batch_size = batch_size
+        self._max_share = max_share
+        self._warned: set[str] = set()
+
+    def check(self, step: int, row: Mapping[str, Any], big_batch_size: int) -> list[str]:
+        """Messages of the collapses first seen in ``row`` (each kind only once per run)."""
+        if row.get("select/active", 0.0) != 1.0:
+            return []
+        found = {}
+        ess = row.get("select/ess_fraction")
+        if ess is not None and ess * big_batch_size < self._batch_size:
+            found["ess"] = (f"effective sample size of the selection weights is "
+                            f"{ess * big_batch_size:.1f} examples of {big_batch_size}, fewer "
+                            f"than the batch of {self._batch_size}")
+        for prefix, what in (("select/domain_share/", "selected examples"),
+                             ("mixture/alpha/", "mixture weight")):
+            shares = {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
+            if shares and max(shares.values()) >= self._max_share:
+                domain = max(shares, key=shares.get)
+                found[prefix] = f"{shares[domain]:.0%} of the {what} are from domain {domain!r}"
+        messages = [f"Selection collapse at step {step}: {text}. Check select.temperature, "
+                    "outer.learning_rate or mixture.smoothing if this is not intended."
+                    for kind, text in found.items() if kind not in self._warned]
+        self._warned.update(found)
+        return messages
+
+
 class Progress:
     """One log line per call: step, steps/s over the last window, ETA, latest metrics."""
 
