@@ -1,8 +1,23 @@
-"""Parsing of the ``get_config`` argument: ``configs/default.py:method=anograd,runlocal``."""
+"""Helpers of config files: the ``get_config`` argument parser and loading by path."""
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+import types
+
 import ml_collections
+
+
+def load_config_module(path: str | pathlib.Path) -> types.ModuleType:
+    """Imports a config file (e.g. ``configs/default.py``) from its path."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
+    spec = importlib.util.spec_from_file_location(f"adaptive_data_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:

@@ -31,7 +31,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchlib  # noqa: E402  (puts the repo root on sys.path)
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -259,7 +258,8 @@ def main(argv=None):
                          "note": "skipped (time budget)"})
             continue
         row = benchlib.run_guarded(f"step: {method}",
-                                   lambda: bench_step(method, args, b=b, k=k, dtype=dtype))
+                                   lambda method=method: bench_step(method, args, b=b, k=k,
+                                                                    dtype=dtype))
         row.setdefault("kind", "step")
         row.setdefault("method", method)
         if "error" in row:

@@ -34,8 +34,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchlib  # noqa: E402  (puts the repo root on sys.path)
 
-import jax  # noqa: E402
-
 # Most informative first, so that a time budget drops the least important ones.
 DEFAULT_METHODS = ("base", "anograd", "dds", "soba", "align_filter", "mixing", "l2rw",
                    "domain_mixture")
@@ -200,7 +198,7 @@ def main(argv=None):
             rows.append({"method": name, "note": "skipped (time budget)"})
             print(f"  {name}: skipped (time budget)", flush=True)
             continue
-        row = benchlib.run_guarded(name, lambda: bench_method(
+        row = benchlib.run_guarded(name, lambda name=name: bench_method(
             name, args, b=b, dtype=dtype, flops_per_token=flops["total"]))
         row.setdefault("method", name)
         if "error" in row:

@@ -33,7 +33,8 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -43,7 +44,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from adaptive_data import methods, train_state as ts  # noqa: E402
+from adaptive_data import methods  # noqa: E402
+from adaptive_data import train_state as ts  # noqa: E402
 from adaptive_data.data import sources, tokenizer  # noqa: E402
 from adaptive_data.models import transformer, weighting  # noqa: E402
 
@@ -272,7 +274,7 @@ def device_limit_mb() -> float | None:
     return stats["bytes_limit"] / MB
 
 
-def check_fits(compiled: "Compiled", what: str) -> None:
+def check_fits(compiled: Compiled, what: str) -> None:
     """Raises MemoryError before running an executable that XLA says cannot fit."""
     limit, need = device_limit_mb(), compiled.memory.get("peak_mb")
     if limit is not None and need is not None and need > limit:

@@ -17,10 +17,6 @@ if str(REPO_ROOT) not in sys.path:
 
 def load_default_config(arg: str = "runlocal"):
     """``configs/default.py:get_config(arg)``, loaded from its path."""
-    import importlib.util
+    from adaptive_data import config_args
 
-    spec = importlib.util.spec_from_file_location("default_config",
-                                                  REPO_ROOT / "configs" / "default.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return config_args.load_config_module(REPO_ROOT / "configs" / "default.py").get_config(arg)
