@@ -7,6 +7,7 @@ import sys
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -20,3 +21,9 @@ def load_default_config(arg: str = "runlocal"):
     from adaptive_data import config_args
 
     return config_args.load_config_module(REPO_ROOT / "configs" / "default.py").get_config(arg)
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+    """One TFDS data dir per test session: the embedded corpus is prepared once per task."""
+    return str(tmp_path_factory.mktemp("tfds"))

@@ -26,11 +26,6 @@ FLAGS = ("--config.train.steps=24", "--config.checkpoint.every=8", "--config.tra
 RTOL, ATOL = 1e-5, 1e-6
 
 
-@pytest.fixture(scope="session")
-def tfds_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
-
-
 def _command(workdir, tfds_dir, method, *extra):
     return [sys.executable, "-m", "adaptive_data.main",
             f"--config=configs/default.py:runlocal,method={method}", f"--workdir={workdir}",

@@ -13,7 +13,7 @@ import pytest
 
 from adaptive_data import train
 
-from test_train import _config, _deterministic, _rows, tfds_dir  # noqa: F401
+from test_train import _config, _deterministic, _rows
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ COMMON_KEYS = {"select/target_share", "select/pool_target_share",
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_KEYS))
-def test_method_runs_logs_diagnostics_and_resumes_exactly(method, tfds_dir, tmp_path):  # noqa: F811
+def test_method_runs_logs_diagnostics_and_resumes_exactly(method, tfds_dir, tmp_path):
     workdir = str(tmp_path / method)
     config = _config(tfds_dir, f"method={method},runlocal",
                      **{"train.steps": 12, "checkpoint.every": 6, "train.eval_every": 6,
@@ -52,7 +52,7 @@ def test_method_runs_logs_diagnostics_and_resumes_exactly(method, tfds_dir, tmp_
     assert _deterministic(_rows(workdir)) == _deterministic(rows)
 
 
-def test_unknown_strategy_and_bad_downsampling_are_refused(tfds_dir, tmp_path):  # noqa: F811
+def test_unknown_strategy_and_bad_downsampling_are_refused(tfds_dir, tmp_path):
     config = _config(tfds_dir, "method=anograd,runlocal", **{"select.strategy": "best"})
     with pytest.raises(ValueError, match="config.select.strategy='best'"):
         train.train_and_evaluate(config, str(tmp_path / "a"))
@@ -61,7 +61,7 @@ def test_unknown_strategy_and_bad_downsampling_are_refused(tfds_dir, tmp_path): 
         train.train_and_evaluate(config, str(tmp_path / "b"))
 
 
-def test_diagnose_writes_statistics_and_verdict(tfds_dir, tmp_path):  # noqa: F811
+def test_diagnose_writes_statistics_and_verdict(tfds_dir, tmp_path):
     from adaptive_data import diagnose
 
     workdir = str(tmp_path / "diag")

@@ -25,11 +25,6 @@ from conftest import REPO_ROOT, load_default_config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def tfds_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
-
-
 def _config(tfds_dir, arg="runlocal", **overrides):
     config = load_default_config(arg)
     config.data.tfds_data_dir = tfds_dir
