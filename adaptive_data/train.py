@@ -153,7 +153,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     train_step = jax.jit(checked_step, donate_argnums=0, out_shardings=(state_sharding, None))
     evaluator = _Evaluator(model, corpus, config, to_device)
     writer = metrics_lib.MetricWriter(workdir, resume_step=resume_step)
-    keep_best = config.checkpoint.get("keep_best", False) or config.method == "finetune"
+    keep_best = config.checkpoint.keep_best or config.method == "finetune"
     best = _BestParams(workdir, writer.history(), resume_step or 0) if keep_best else None
 
     # ------------------------------------------------------------------ loop

@@ -177,6 +177,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Save every this many steps (and at the end); keep the last `keep`.
     config.checkpoint.every = 20 if arg.runlocal else 100
     config.checkpoint.keep = 2
+    # Also keep the best parameters by eval/target_valid_bpb in WORKDIR/best (finetune: always).
+    config.checkpoint.keep_best = False
     return config
 
 
