@@ -121,6 +121,26 @@ def apply_phi_update(
     return optax.apply_updates(phi, updates), phi_opt_state
 
 
+def phi_gradient_method(gradient_fn, phi_tx: optax.GradientTransformation) -> OuterMethod:
+    """The OuterMethod of a method whose only variable is phi (ANOGRAD, DDS).
+
+    `gradient_fn(phi, theta, generic_batch, target_batch) -> (grad_phi, metrics)`;
+    each update takes one `phi_tx` step on grad_phi. State: `PhiState`.
+    """
+
+    def init(phi: PyTree, theta: PyTree | None = None) -> PhiState:
+        del theta
+        return PhiState(phi_tx.init(phi), jnp.zeros([], jnp.int32))
+
+    def update(phi, outer_state, theta, generic_batch, target_batch, key=None):
+        del key
+        grad_phi, metrics = gradient_fn(phi, theta, generic_batch, target_batch)
+        phi, phi_opt_state = apply_phi_update(phi_tx, grad_phi, outer_state.phi_opt_state, phi)
+        return phi, PhiState(phi_opt_state, outer_state.count + 1), metrics
+
+    return OuterMethod(init, update)
+
+
 def weight_metrics(w_B: jax.Array) -> Metrics:
     """Diagnostics of the weights on a batch: entropy and largest normalised weight.
 

@@ -119,19 +119,8 @@ def dds(
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
 
-    def init(phi: PyTree, theta: PyTree | None = None) -> base.PhiState:
-        del theta
-        return base.PhiState(phi_tx.init(phi), jnp.zeros([], jnp.int32))
+    def gradient_fn(phi, theta, generic_batch, target_batch):
+        return dds_gradient(loss_fn, weight_fn, phi, theta, generic_batch, target_batch,
+                            eta=eta, first_order=first_order)
 
-    def update(phi, outer_state, theta, generic_batch, target_batch, key=None):
-        del key
-        grad_phi, metrics = dds_gradient(
-            loss_fn, weight_fn, phi, theta, generic_batch, target_batch,
-            eta=eta, first_order=first_order,
-        )
-        phi, phi_opt_state = base.apply_phi_update(
-            phi_tx, grad_phi, outer_state.phi_opt_state, phi
-        )
-        return phi, base.PhiState(phi_opt_state, outer_state.count + 1), metrics
-
-    return base.OuterMethod(init, update)
+    return base.phi_gradient_method(gradient_fn, phi_tx)
