@@ -8,16 +8,9 @@ from jax.flatten_util import ravel_pytree
 
 from adaptive_data.core import derivatives
 
+from conftest import ridge_loss as _ridge_loss
 
-@pytest.fixture(autouse=True)
-def _x64():
-    with jax.enable_x64(True):
-        yield
-
-
-def _ridge_loss(theta, batch):
-    residual_B = batch["x"] @ theta["w"] - batch["y"]
-    return 0.5 * residual_B**2 + 0.5 * batch["lam"] * jnp.sum(theta["w"] ** 2)
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _ridge_data(seed=0, n=10, d=4, lam=0.3):

@@ -8,16 +8,14 @@ from the order of floating-point reductions across devices.
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, kill_after_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -107,16 +105,8 @@ def test_two_processes_match_one_process(runs, tfds_dir, tmp_path):
 
 def test_sigkill_and_resume_on_eight_devices(runs, tfds_dir, tmp_path):
     workdir = str(tmp_path / "killed")
-    proc = subprocess.Popen(_command(workdir, tfds_dir, "anograd"), cwd=REPO_ROOT, env=_env(8),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = os.path.join(workdir, "checkpoints", "8")
-    deadline = time.time() + 300
-    while not os.path.isdir(first) and time.time() < deadline:
-        assert proc.poll() is None, "run ended before its first checkpoint"
-        time.sleep(0.02)
-    assert proc.poll() is None, "run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(_command(workdir, tfds_dir, "anograd"),
+                          os.path.join(workdir, "checkpoints", "8"), env=_env(8))
     assert _rows(workdir)[-1]["step"] < 24
     _run(workdir, tfds_dir, "anograd", 8)
     assert_same_metrics(runs("anograd", 8), workdir)

@@ -8,11 +8,7 @@ import pytest
 
 from adaptive_data.core import mixture, outer
 
-
-@pytest.fixture(autouse=True)
-def _x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def loss_fn(theta, batch):

@@ -15,19 +15,13 @@ import pytest
 
 from adaptive_data.core import outer
 
+from conftest import ridge_loss as loss_fn
+
 LAM = 0.3
 N, D, K, M = 12, 3, 3, 8
 
 
-@pytest.fixture(autouse=True)
-def _x64():
-    with jax.enable_x64(True):
-        yield
-
-
-def loss_fn(theta, batch):
-    residual_B = batch["x"] @ theta["w"] - batch["y"]
-    return 0.5 * residual_B**2 + 0.5 * batch["lam"] * jnp.sum(theta["w"] ** 2)
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def weight_fn(phi, batch):

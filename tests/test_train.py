@@ -9,10 +9,8 @@ the best checkpoint by target_valid; a NaN loss stops the run and keeps the chec
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from adaptive_data import checkpoint as ckpt
 from adaptive_data import train
 
-from conftest import REPO_ROOT, load_default_config
+from conftest import REPO_ROOT, kill_after_checkpoint, load_default_config
 
 pytestmark = pytest.mark.slow
 
@@ -79,16 +77,8 @@ def test_base_lowers_generic_and_target_bpb(uninterrupted_run):
 
 def test_sigkill_and_resume_gives_identical_metrics(uninterrupted_run, tfds_dir, tmp_path):
     workdir = str(tmp_path / "killed")
-    proc = subprocess.Popen(_cli(workdir, tfds_dir, *RESUME_FLAGS), cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first_checkpoint = os.path.join(workdir, "checkpoints", "40")
-    deadline = time.time() + 300
-    while not os.path.isdir(first_checkpoint) and time.time() < deadline:
-        assert proc.poll() is None, "run ended before its first checkpoint"
-        time.sleep(0.02)
-    assert proc.poll() is None, "run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(_cli(workdir, tfds_dir, *RESUME_FLAGS),
+                          os.path.join(workdir, "checkpoints", "40"))
     killed_rows = _rows(workdir)
     assert killed_rows[-1]["step"] < 160
     subprocess.run(_cli(workdir, tfds_dir, *RESUME_FLAGS), cwd=REPO_ROOT, check=True,
