@@ -31,7 +31,6 @@ import optax
 from absl import logging
 
 from adaptive_data import checkpoint as ckpt
-from adaptive_data import train
 from adaptive_data.core import alignment, selection
 from adaptive_data.data import pipeline, sources
 from adaptive_data.models import transformer
@@ -117,7 +116,7 @@ def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
         raise FileNotFoundError(f"No checkpoint in {str(workdir_path)!r}: train first "
                                 "(--mode=train) with the same --config and --workdir.")
     corpus = sources.load_corpus(config.data)
-    model = train.model_from_config(config.model)
+    model = transformer.from_config(config.model)
     loss_fn = transformer.make_loss_fn(model)
     b = int(config.train.batch_size)
     big_size = int(config.select.downsampling) * b

@@ -15,7 +15,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
 
 from adaptive_data import checkpoint as ckpt
@@ -30,13 +29,6 @@ EVAL_SPLITS = {"generic": "generic_valid", "target_valid": "target_valid",
                "target": "target_test"}
 # Offsets that give each input stream its own shuffling seed.
 _STREAM_SEED_OFFSETS = {"generic": 1, "target": 2}
-
-
-def model_from_config(model_cfg) -> transformer.TransformerLM:
-    return transformer.TransformerLM(transformer.TransformerConfig(
-        num_layers=model_cfg.num_layers, width=model_cfg.width, mlp_dim=model_cfg.mlp_dim,
-        num_heads=model_cfg.num_heads, max_length=model_cfg.max_length,
-        dropout_rate=model_cfg.dropout_rate, dtype=model_cfg.dtype))
 
 
 class _Evaluator:
@@ -98,7 +90,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     ckpt.check_and_save_config(config.to_dict(), workdir, resume_step is not None)
 
     corpus = sources.load_corpus(config.data)
-    model = model_from_config(config.model)
+    model = transformer.from_config(config.model)
     tx = ts.make_optimizer(config.train)
 
     # ------------------------------------------------------------------ mesh & batches
@@ -145,12 +137,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         if config.method == "finetune":
             state = _start_from_pretrained(config, state, tx, abstract_state, state_sharding)
 
-    def checked_step(state, batches):
-        # The parameter norm makes a non-finite update visible before it is checkpointed.
-        state, step_metrics = method.step(state, batches)
-        return state, {**step_metrics, "train/param_norm": optax.tree.norm(state.params)}
-
-    train_step = jax.jit(checked_step, donate_argnums=0, out_shardings=(state_sharding, None))
+    train_step = jax.jit(ts.with_param_norm(method.step), donate_argnums=0,
+                         static_argnames="phase", out_shardings=(state_sharding, None))
     evaluator = _Evaluator(model, corpus, config, to_device)
     writer = metrics_lib.MetricWriter(workdir, resume_step=resume_step)
     keep_best = config.checkpoint.keep_best or config.method == "finetune"
@@ -173,7 +161,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     try:
         while step < total:
             batches = {name: to_device(next(it)) for name, it in iterators.items()}
-            state, step_metrics = train_step(state, batches)
+            phase = tuple(sorted(method.phase(step).items()))
+            state, step_metrics = train_step(state, batches, phase=phase)
             step += 1
             if pending is not None:
                 metrics_lib.check_finite(pending[0], sharding.to_host(pending[1]))

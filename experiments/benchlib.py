@@ -21,7 +21,7 @@ Timing conventions (see experiments/README.md):
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import functools
 import json
 import math
 import os
@@ -44,10 +44,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from adaptive_data import methods  # noqa: E402
+from adaptive_data import config_args, methods  # noqa: E402
 from adaptive_data import train_state as ts  # noqa: E402
 from adaptive_data.data import sources, tokenizer  # noqa: E402
-from adaptive_data.models import transformer, weighting  # noqa: E402
+from adaptive_data.models import transformer  # noqa: E402
 
 # CPU donation is not always possible; the warning says nothing about speed.
 warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
@@ -66,11 +66,7 @@ MB = 1024.0 * 1024.0
 
 def load_config(arg: str = "") -> Any:
     """``configs/default.py:get_config(arg)`` loaded from its file (as the tests do)."""
-    path = REPO_ROOT / "configs" / "default.py"
-    spec = importlib.util.spec_from_file_location("adaptive_data_default_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return config_args.load_config_module(REPO_ROOT / "configs" / "default.py").get_config(arg)
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -102,20 +98,6 @@ def make_config(method: str, *, size: str, batch_size: int, downsampling: int, d
     if chunk_size is not None:
         config.filter.chunk_size = int(chunk_size)
     return config
-
-
-def model_from_config(model_cfg) -> transformer.TransformerLM:
-    """Same as ``adaptive_data.train.model_from_config`` (not imported: it pulls grain)."""
-    return transformer.TransformerLM(transformer.TransformerConfig(
-        num_layers=model_cfg.num_layers, width=model_cfg.width, mlp_dim=model_cfg.mlp_dim,
-        num_heads=model_cfg.num_heads, max_length=model_cfg.max_length,
-        dropout_rate=model_cfg.dropout_rate, dtype=model_cfg.dtype))
-
-
-def weighting_model_from_config(weighting_cfg) -> weighting.WeightingModel:
-    return weighting.WeightingModel(
-        embed_dim=weighting_cfg.embed_dim, conv_features=tuple(weighting_cfg.conv_features),
-        kernel_size=weighting_cfg.kernel_size, activation=weighting_cfg.activation)
 
 
 def synthetic_corpus() -> sources.Corpus:
@@ -408,7 +390,7 @@ def build_train_step(config, *, seed: int = 0) -> TrainStep:
     Mirrors ``adaptive_data.train.train_and_evaluate``: model, optimiser, method state,
     ``jax.jit(checked_step, donate_argnums=0)``; single device, no mesh.
     """
-    model = model_from_config(config.model)
+    model = transformer.from_config(config.model)
     tx = ts.make_optimizer(config.train)
     method = methods.build(config, model=model, tx=tx, corpus=synthetic_corpus())
     init_key, method_key = jax.random.split(jax.random.key(config.seed))
@@ -418,14 +400,12 @@ def build_train_step(config, *, seed: int = 0) -> TrainStep:
         return ts.init_state(params, tx, config.seed, method.init_method_state(method_key, params))
 
     state = jax.jit(init_fn)()
-
-    def checked_step(state, batches):
-        import optax
-        state, step_metrics = method.step(state, batches)
-        return state, {**step_metrics, "train/param_norm": optax.global_norm(state.params)}
-
+    # The static flags of a step after the selection warm-up (make_config sets it to 0):
+    # scoring and selection on; the outer update on when outer.every divides the step.
+    step = functools.partial(ts.with_param_norm(method.step),
+                             phase=tuple(sorted(method.phase(1).items())))
     batches = method_batches(method, config.model.max_length, seed=seed + 1)
-    compiled = compile_fn(checked_step, (state, batches), donate_argnums=0)
+    compiled = compile_fn(step, (state, batches), donate_argnums=0)
     check_fits(compiled, f"step of {config.method}")
     return TrainStep(method, config, compiled, state, batches, param_count(state.params))
 

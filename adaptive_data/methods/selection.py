@@ -19,6 +19,7 @@ big batch, i.e. uniform, and no outer update runs. Methods:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -82,71 +83,63 @@ class _Scorer:
 
 def _selection_step(config, model, tx, scorer: _Scorer, *, strategy: str,
                     target_domain_id: int | None, num_domains: int, shard_batch):
+    """``step(state, batches, *, active, outer_update)``; the two flags are static.
+
+    ``active``: score the big batch and select by the scores (else the first b, uniform);
+    ``outer_update``: also run the outer update. The driver picks them from the step
+    number with ``phase`` (a host-side schedule, so no step pays for a ``lax.cond``).
+    """
     b = int(config.train.batch_size)
-    warmup = int(config.select.warmup_steps)
-    outer_every = int(config.outer.every)
     temperature = float(config.select.temperature)
     train_loss = transformer.make_loss_fn(model, deterministic=False)
     schedule = ts.learning_rate_schedule(config.train)
 
-    def step(state: ts.TrainState, batches):
+    def step(state: ts.TrainState, batches, *, active: bool, outer_update: bool):
         big, target = batches["generic"], batches["target"]
         select_key, dropout_key, outer_key = jax.random.split(state.step_key(), 3)
-        active = state.step >= warmup
-        big_size = big["domain"].shape[0]
-        scores_B = jax.lax.cond(active, lambda: scorer.score(state, big, target, select_key),
-                                lambda: jnp.zeros((big_size,), jnp.float32))
-        chosen, weights_b = selection.select(select_key, scores_B, b, strategy=strategy,
-                                             temperature=temperature)
-        indices_b = jnp.where(active, chosen, jnp.arange(b))
-        weights_b = jnp.where(active, weights_b, 1.0 / b)
+        metrics = {"select/active": jnp.float32(active)}
+        if active:
+            scores_B = scorer.score(state, big, target, select_key)
+            indices_b, weights_b = selection.select(select_key, scores_B, b, strategy=strategy,
+                                                    temperature=temperature)
+            metrics.update({"select/score_selected": jnp.mean(scores_B[indices_b]),
+                            "select/score_all": jnp.mean(scores_B)})
+            if scorer.report_sampling:
+                metrics.update(sampling_metrics(scores_B / temperature))
+        else:
+            indices_b, weights_b = jnp.arange(b), jnp.full((b,), 1.0 / b)
         selected = shard_batch(selection.gather(big, indices_b))
 
         def inner_objective(params):
             return jnp.sum(weights_b * train_loss(params, selected, dropout_key))
 
         loss, grads = jax.value_and_grad(inner_objective)(state.params)
-        metrics = {"train/loss": loss, "train/grad_norm": optax.tree.norm(grads),
-                   "train/lr": schedule(state.step),
-                   "select/active": active.astype(jnp.float32),
-                   "select/score_selected": jnp.mean(scores_B[indices_b]),
-                   "select/score_all": jnp.mean(scores_B)}
+        metrics.update({"train/loss": loss, "train/grad_norm": optax.tree.norm(grads),
+                        "train/lr": schedule(state.step)})
         metrics.update(selection_metrics(big, indices_b, target_domain_id, num_domains))
-        if scorer.report_sampling:
-            metrics.update(sampling_metrics(scores_B / temperature))
 
         method_state = state.method_state
         if scorer.outer_method is not None:
-            outer_batch = {"big": big, "selected": selected,
-                           "uniform": selection.gather(big, jnp.arange(b))}[scorer.outer_batch]
-            method_state, outer_metrics = _maybe_outer_update(
-                scorer.outer_method, method_state, state.params, outer_batch, target,
-                outer_key, do_update=active & (state.step % outer_every == 0))
-            metrics.update(outer_metrics)
+            metrics["outer/updated"] = jnp.float32(outer_update)
+            if outer_update:
+                outer_batch = {"big": big, "selected": selected,
+                               "uniform": selection.gather(big, jnp.arange(b))}[
+                                   scorer.outer_batch]
+                phi, outer_state, outer_metrics = scorer.outer_method.update(
+                    method_state["phi"], method_state["outer"], state.params, outer_batch,
+                    target, outer_key)
+                method_state = {"phi": phi, "outer": outer_state}
+                metrics.update(outer_metrics)
         return ts.apply_gradients(state, grads, tx, method_state=method_state), metrics
 
     return step
 
 
-def _maybe_outer_update(outer_method, method_state, params, generic_batch, target_batch, key,
-                        *, do_update):
-    """One outer update of phi when ``do_update`` (a traced bool); else the state unchanged."""
-
-    def run(operand):
-        phi, outer_state = operand
-        phi, outer_state, metrics = outer_method.update(phi, outer_state, params, generic_batch,
-                                                        target_batch, key)
-        return (phi, outer_state), metrics
-
-    operand = (method_state["phi"], method_state["outer"])
-    metrics_shape = jax.eval_shape(run, operand)[1]
-
-    def skip(operand):
-        return operand, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape)
-
-    (phi, outer_state), metrics = jax.lax.cond(do_update, run, skip, operand)
-    metrics = {**metrics, "outer/updated": do_update.astype(jnp.float32)}
-    return {"phi": phi, "outer": outer_state}, metrics
+def selection_phase(config, step: int) -> dict[str, bool]:
+    """Static flags of model update ``step`` (0-based): selection on after the warm-up,
+    outer update every ``outer.every`` steps after it."""
+    active = step >= int(config.select.warmup_steps)
+    return {"active": active, "outer_update": active and step % int(config.outer.every) == 0}
 
 
 # ---------------------------------------------------------------------------- scorers
@@ -166,15 +159,9 @@ def _align_filter_scorer(config, model):
     return _Scorer(score)
 
 
-def _weighting_model(config) -> weighting.WeightingModel:
-    w = config.weighting
-    return weighting.WeightingModel(embed_dim=w.embed_dim, conv_features=tuple(w.conv_features),
-                                    kernel_size=w.kernel_size, activation=w.activation)
-
-
 def _amortized_scorer(config, model, name: str):
     loss_fn = transformer.make_loss_fn(model)
-    wmodel = _weighting_model(config)
+    wmodel = weighting.from_config(config.weighting)
     o = config.outer
 
     def weight_fn(phi, batch):
@@ -276,4 +263,4 @@ def build(config, *, model, tx, corpus, shard_batch) -> Method:
     return Method(name=name,
                   streams={"generic": ("generic_train", big_batch),
                            "target": ("target_train", config.train.target_batch_size)},
-                  step=step, **extra)
+                  step=step, phase=functools.partial(selection_phase, config), **extra)

@@ -85,6 +85,14 @@ class TransformerLM(nn.Module):
         return logits_BxLxV.astype(jnp.float32)
 
 
+def from_config(model_cfg) -> TransformerLM:
+    """The LM of a ``config.model`` block (num_layers, width, mlp_dim, num_heads, ...)."""
+    return TransformerLM(TransformerConfig(
+        num_layers=model_cfg.num_layers, width=model_cfg.width, mlp_dim=model_cfg.mlp_dim,
+        num_heads=model_cfg.num_heads, max_length=model_cfg.max_length,
+        dropout_rate=model_cfg.dropout_rate, dtype=model_cfg.dtype))
+
+
 def token_nll(logits_BxLxV, targets_BxL):
     """Negative log-likelihood (nats) of each target token: float32[B, L]."""
     log_probs = jax.nn.log_softmax(logits_BxLxV, axis=-1)

@@ -90,6 +90,14 @@ class WeightingModel(nn.Module):
         return nn.Dense(1, use_bias=False, name="logit")(pooled_BE)[:, 0]
 
 
+def from_config(weighting_cfg) -> WeightingModel:
+    """The weighting model of a ``config.weighting`` block."""
+    return WeightingModel(embed_dim=weighting_cfg.embed_dim,
+                          conv_features=tuple(weighting_cfg.conv_features),
+                          kernel_size=weighting_cfg.kernel_size,
+                          activation=weighting_cfg.activation)
+
+
 def example_weights(
     logits_B: jax.Array, mode: str, scale: jax.Array | None = None
 ) -> jax.Array:

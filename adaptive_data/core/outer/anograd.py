@@ -82,25 +82,33 @@ def anograd_gradient(
     losses_B, jvp_fn, vjp_fn = derivatives.linearize_losses(loss_fn, theta, generic_batch)
     w_B = w_B.astype(losses_B.dtype)
 
-    a_B = jvp_fn(g_s)  # per-example alignments <grad l_i, g_s>
-    alignment = jnp.vdot(w_B, a_B)  # = <g_w, g_s>
     g_w = vjp_fn(w_B)
+    alignment = optax.tree.vdot(g_w, g_s)  # <g_w, g_s> = sum_i w_i a_i
     g_w_norm = optax.tree.norm(g_w)
     g_s_norm = optax.tree.norm(g_s)
     metrics = {}
 
+    # dJ/dw_i = <grad l_i, u> for one vector u, so a single J u pass gives the whole
+    # gradient (no separate passes for the alignments a_i and the normaliser's c_i).
     if normalization == "norm":
+        # J = -<g_w, g_s> / (|g_w| + eps):
+        # dJ/dw_i = -a_i / denom + <g_w, g_s> <grad l_i, g_w> / (|g_w| denom^2).
         denom = g_w_norm + eps
-        c_B = jvp_fn(g_w)  # (J J^T w)_i = <grad l_i, g_w> = d(||g_w||^2 / 2) / dw_i
         safe_norm = jnp.where(g_w_norm > 0, g_w_norm, 1.0)
-        dobj_dw_B = -a_B / denom + alignment * c_B / (safe_norm * denom**2)
+        normaliser_direction = g_w
+        normaliser_coef = alignment / (safe_norm * denom**2)
     else:
+        # J = -<g_w, g_s> / sqrt(Q + eps), Q = g_w^T H_s g_w:
+        # dJ/dw_i = -a_i / denom + <g_w, g_s> <grad l_i, H_s g_w> / denom^3.
         h_g_w = derivatives.hvp(target_loss_fn, theta, g_w)
         curvature = optax.tree.vdot(g_w, h_g_w)
         denom = jnp.sqrt(jnp.maximum(curvature, 0.0) + eps)
-        c_B = jnp.where(curvature > 0, jvp_fn(h_g_w), 0.0)  # d(Q / 2) / dw_i
-        dobj_dw_B = -a_B / denom + alignment * c_B / denom**3
+        normaliser_direction = h_g_w
+        normaliser_coef = jnp.where(curvature > 0, alignment / denom**3, 0.0)
         metrics["anograd/curvature"] = curvature
+    u = jax.tree.map(lambda s_, n_: -s_ / denom + normaliser_coef * n_, g_s,
+                     normaliser_direction)
+    dobj_dw_B = jvp_fn(u)
 
     objective = -alignment / denom
     grad_phi = pullback(dobj_dw_B)
