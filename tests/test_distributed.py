@@ -35,8 +35,8 @@ def _env(devices):
             "JAX_PLATFORMS": "cpu"}
 
 
-def _run(workdir, tfds_dir, method, devices):
-    result = subprocess.run(_command(workdir, tfds_dir, method), cwd=REPO_ROOT,
+def _run(workdir, tfds_dir, method, devices, *extra):
+    result = subprocess.run(_command(workdir, tfds_dir, method, *extra), cwd=REPO_ROOT,
                             env=_env(devices), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
@@ -77,6 +77,12 @@ def test_eight_devices_match_one_device(runs, method):
     if method != "base":
         rows = _rows(runs(method, 8))
         assert any(r.get("select/active") == 1.0 for r in rows)
+
+
+def test_fsdp_on_eight_devices_matches_one_device(runs, tfds_dir, tmp_path):
+    """Parameters and optimiser state sharded over 4 devices (data axis 2)."""
+    workdir = _run(str(tmp_path / "fsdp"), tfds_dir, "anograd", 8, "--config.mesh.fsdp=4")
+    assert_same_metrics(runs("anograd", 1), workdir)
 
 
 def _free_port():
