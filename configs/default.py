@@ -183,14 +183,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def sweep(add, arg: str | None = None):
-    """Sweep over methods and targets: ``add(**overrides)`` per run."""
+    """Sweep over methods and targets: ``add(**overrides)`` per run (dotted keys)."""
     del arg
     for target in ("python", "jargon", "russian"):
-        for method in ("base", "mixing"):
+        for method in ("base", "mixing", "align_filter", "anograd", "soba", "dds"):
             add(method=method, **{"data.task": target})
 
 
 def metrics(arg: str | None = None) -> list[str]:
     """Curves worth plotting for this config."""
     del arg
-    return ["train/loss", "eval/generic_bpb", "eval/target_bpb", "eval/target_valid_bpb"]
+    return ["train/loss", "eval/generic_bpb", "eval/target_bpb", "eval/target_valid_bpb",
+            "select/target_share", "select/pool_target_share"]
