@@ -15,6 +15,14 @@ def _data_config(**overrides):
     return data
 
 
+@pytest.fixture
+def generic_spec(tmp_path):
+    """A valid generic file, so that a test's error comes from its target spec."""
+    path = tmp_path / "generic_ok.txt"
+    path.write_text("".join(f"generic document {i}\n" for i in range(50)))
+    return f"file:{path}"
+
+
 def _write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -59,17 +67,17 @@ def test_missing_file_names_the_file(tmp_path):
         sources.load_corpus(_data_config(generic=f"file:{tmp_path}/nope.txt"))
 
 
-def test_empty_file_names_the_file(tmp_path):
+def test_empty_file_names_the_file(tmp_path, generic_spec):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
     with pytest.raises(sources.DataError, match="empty.jsonl.*no documents"):
-        sources.load_corpus(_data_config(target=f"file:{empty}"))
+        sources.load_corpus(_data_config(generic=generic_spec, target=f"file:{empty}"))
 
 
-def test_missing_text_field_names_file_line_and_key(tmp_path):
+def test_missing_text_field_names_file_line_and_key(tmp_path, generic_spec):
     bad = _write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine"}, {"body": "no text here"}])
     with pytest.raises(sources.DataError, match=r"bad.jsonl:2: missing text field 'text'"):
-        sources.load_corpus(_data_config(target=f"file:{bad}"))
+        sources.load_corpus(_data_config(generic=generic_spec, target=f"file:{bad}"))
 
 
 def test_text_key_selects_another_field(tmp_path):
@@ -80,11 +88,11 @@ def test_text_key_selects_another_field(tmp_path):
     assert corpus.splits["generic_train"][0]["text"].startswith(b"document")
 
 
-def test_invalid_json_line_is_reported(tmp_path):
+def test_invalid_json_line_is_reported(tmp_path, generic_spec):
     path = tmp_path / "broken.jsonl"
     path.write_text('{"text": "ok"}\n{"text": \n')
     with pytest.raises(sources.DataError, match="broken.jsonl:2: not valid JSON"):
-        sources.load_corpus(_data_config(target=f"file:{path}"))
+        sources.load_corpus(_data_config(generic=generic_spec, target=f"file:{path}"))
 
 
 def test_non_utf8_bytes_are_replaced_not_fatal(tmp_path):
