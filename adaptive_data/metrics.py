@@ -114,21 +114,23 @@ class CollapseMonitor:
     mixture weights alpha.
     """
 
-    def __init__(self, batch_size: int, max_share: float = 0.95):
+    def __init__(self, batch_size: int, big_batch_size: int, max_share: float = 0.95):
         self._batch_size = batch_size
+        self._big_batch_size = big_batch_size
         self._max_share = max_share
         self._warned: set[str] = set()
 
-    def check(self, step: int, row: Mapping[str, Any], big_batch_size: int) -> list[str]:
+    def check(self, step: int, row: Mapping[str, Any]) -> list[str]:
         """Messages of the collapses first seen in ``row`` (each kind only once per run)."""
         if row.get("select/active", 0.0) != 1.0:
             return []
         found = {}
         ess = row.get("select/ess_fraction")
-        if ess is not None and ess * big_batch_size < self._batch_size:
+        big = self._big_batch_size
+        if ess is not None and ess * big < self._batch_size:
             found["ess"] = (f"effective sample size of the selection weights is "
-                            f"{ess * big_batch_size:.1f} examples of {big_batch_size}, fewer "
-                            f"than the batch of {self._batch_size}")
+                            f"{ess * big:.1f} examples of {big}, fewer than the batch of "
+                            f"{self._batch_size}")
         for prefix, what in (("select/domain_share/", "selected examples"),
                              ("mixture/alpha/", "mixture weight")):
             shares = {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}

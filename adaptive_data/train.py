@@ -148,7 +148,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     step = int(sharding.to_host(state.step))
     total = int(config.train.steps)
     progress = metrics_lib.Progress(step, total)
-    collapse = metrics_lib.CollapseMonitor(int(config.train.batch_size))
+    collapse = metrics_lib.CollapseMonitor(
+        int(config.train.batch_size),
+        big_batch_size=method.streams.get("generic", (None, 0))[1])
     last_row: dict[str, Any] = {}
     if step == 0:
         last_row = evaluator(state.params)
@@ -174,8 +176,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 continue
             row = metrics_lib.name_domains(sharding.to_host(step_metrics), corpus.domains)
             metrics_lib.check_finite(step, row)
-            for message in collapse.check(step, row, method.streams["generic"][1]
-                                          if "generic" in method.streams else 0):
+            for message in collapse.check(step, row):
                 logging.warning("%s", message)
             pending = None
             if is_log:

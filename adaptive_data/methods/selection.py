@@ -45,14 +45,11 @@ def _optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
     return optimizers[name](learning_rate)
 
 
-def _domain_histogram(domain_b, num_domains: int):
-    return jnp.zeros((num_domains,), jnp.float32).at[domain_b].add(1.0) / domain_b.shape[0]
-
-
 def selection_metrics(big, indices_b, target_domain_id: int | None, num_domains: int):
     """Shares of the target domain in the selected b vs the big batch, per-domain shares."""
     selected_domain = big["domain"][indices_b]
-    metrics = {"select/domain_share": _domain_histogram(selected_domain, num_domains)}
+    metrics = {"select/domain_share": (mixture.domain_counts(selected_domain, num_domains)
+                                       / selected_domain.shape[0])}
     if target_domain_id is not None:
         metrics["select/target_share"] = jnp.mean(selected_domain == target_domain_id)
         metrics["select/pool_target_share"] = jnp.mean(big["domain"] == target_domain_id)
