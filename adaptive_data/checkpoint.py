@@ -15,12 +15,14 @@ result (model, method, data, optimiser, seeds, batch sizes); the keys in
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 from collections.abc import Mapping
 from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 HARMLESS_KEYS = (
@@ -135,3 +137,62 @@ def restore_params(path: str, step: int | None = None) -> Any:
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     manager.close()
     return restored["state"]["params"]
+
+
+def best_params_dir(workdir: str | pathlib.Path) -> pathlib.Path | None:
+    """``workdir/best`` if that run kept its best parameters there (``BestParams``)."""
+    best = pathlib.Path(workdir).expanduser().absolute() / "best"
+    return best if best.is_dir() and any(p.name.isdigit() for p in best.iterdir()) else None
+
+
+def restore_pretrained_params(path: str, abstract_params: Any, *,
+                              prefer_best: bool = False) -> Any:
+    """Parameters of the run in workdir ``path``, checked against the model's.
+
+    The latest checkpoint's, or with ``prefer_best`` the best by target_valid where the
+    run kept them (``workdir/best``: fine-tuning runs). ``abstract_params``: the
+    expected tree of shapes and dtypes (``jax.eval_shape``). Raises
+    ``ConfigMismatchError`` naming the workdir when the shapes differ.
+    """
+    best = best_params_dir(path) if prefer_best else None
+    if best is not None:
+        manager = ocp.CheckpointManager(best, options=ocp.CheckpointManagerOptions(
+            read_only=True))
+        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+            params=ocp.args.StandardRestore()))
+        manager.close()
+        params = restored["params"]
+    else:
+        params = restore_params(path)
+    expected = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), abstract_params)
+    got = jax.tree.map(lambda x: (tuple(np.shape(x)), str(np.asarray(x).dtype)), params)
+    if expected != got:
+        raise ConfigMismatchError(
+            f"The parameters in {path!r} do not fit config.model (different sizes or "
+            "layers); use a run made with the same model config.")
+    return params
+
+
+class BestParams:
+    """Keeps the parameters with the lowest ``eval/target_valid_bpb`` under workdir/best."""
+
+    KEY = "eval/target_valid_bpb"
+
+    def __init__(self, workdir: pathlib.Path, history: list[dict[str, Any]], resume_step: int):
+        self._manager = ocp.CheckpointManager(
+            (workdir / "best").absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=1))
+        for step in self._manager.all_steps():
+            if step > resume_step:  # saved by a run killed after its last checkpoint
+                self._manager.delete(step)
+        values = [row[self.KEY] for row in history if self.KEY in row]
+        self.best = min(values) if values else math.inf
+
+    def update(self, step: int, params, eval_metrics: dict[str, float]) -> None:
+        if eval_metrics[self.KEY] < self.best:
+            self.best = eval_metrics[self.KEY]
+            self._manager.save(step, args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params)), force=True)
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()

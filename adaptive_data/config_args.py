@@ -1,4 +1,5 @@
-"""Helpers of config files: the ``get_config`` argument parser and loading by path."""
+"""Config files: loading them by path (the one way the library, tests, notebooks and
+scripts do it) and the ``get_config`` argument parser."""
 
 from __future__ import annotations
 
@@ -8,16 +9,36 @@ import types
 
 import ml_collections
 
+# The checkout holding the package (and ``configs/``), for paths given relative to it.
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def resolve_config_path(path: str | pathlib.Path) -> pathlib.Path:
+    """``path`` as given if it exists, else relative to the repository root."""
+    path = pathlib.Path(path).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_absolute() and (REPO_ROOT / path).is_file():
+        return REPO_ROOT / path
+    raise FileNotFoundError(f"Config file {str(path)!r} does not exist (looked in the current "
+                            f"directory and in {str(REPO_ROOT)!r}).")
+
 
 def load_config_module(path: str | pathlib.Path) -> types.ModuleType:
     """Imports a config file (e.g. ``configs/default.py``) from its path."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
+    path = resolve_config_path(path)
     spec = importlib.util.spec_from_file_location(f"adaptive_data_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_config(spec: str | pathlib.Path, arg: str | None = None) -> ml_collections.ConfigDict:
+    """The config of ``"PATH[:ARG]"`` as ``--config=PATH[:ARG]`` gives it, e.g.
+    ``load_config("configs/default.py:method=anograd,runlocal")``; ``arg`` (if given)
+    replaces the part after the colon."""
+    path, _, spec_arg = str(spec).partition(":")
+    return load_config_module(path).get_config(spec_arg if arg is None else arg)
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -50,3 +71,17 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         else:
             parsed[key] = type(default)(value)
     return parsed
+
+
+def override(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
+    """Sets ``{"a.b.c": value, ...}`` in ``config`` (in place, and returns it), as the
+    dotted ``--config.a.b.c=value`` flags do; an unknown key raises KeyError naming it."""
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        if leaf not in node:
+            raise KeyError(f"Unknown config key {dotted!r}.")
+        node[leaf] = value
+    return config

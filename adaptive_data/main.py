@@ -23,8 +23,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 _MODE = flags.DEFINE_enum(
     "mode", "train", ["train", "diagnose"],
-    "train: train and evaluate; diagnose: the when-does-selection-work test on the latest "
-    "checkpoint of --workdir (writes WORKDIR/diagnose.json).")
+    "train: train and evaluate; diagnose: the when-does-selection-work test on an early "
+    "checkpoint of --workdir (config.diagnose.step; default the earliest at or after "
+    "config.select.warmup_steps); writes WORKDIR/diagnose.json.")
 _DIAGNOSE_BATCHES = flags.DEFINE_integer(
     "diagnose_batches", 8, "Big batches averaged over by --mode=diagnose.")
 _DISTRIBUTED = flags.DEFINE_bool(

@@ -14,7 +14,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
 from adaptive_data import checkpoint as ckpt
@@ -53,34 +52,6 @@ class _Evaluator:
         return results
 
 
-class _BestParams:
-    """Keeps the parameters with the lowest ``eval/target_valid_bpb`` under workdir/best."""
-
-    KEY = "eval/target_valid_bpb"
-
-    def __init__(self, workdir: pathlib.Path, history: list[dict[str, Any]], resume_step: int):
-        import orbax.checkpoint as ocp
-
-        self._ocp = ocp
-        self._manager = ocp.CheckpointManager(
-            (workdir / "best").absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=1))
-        for step in self._manager.all_steps():
-            if step > resume_step:  # saved by a run killed after its last checkpoint
-                self._manager.delete(step)
-        values = [row[self.KEY] for row in history if self.KEY in row]
-        self.best = min(values) if values else math.inf
-
-    def update(self, step: int, params, eval_metrics: dict[str, float]) -> None:
-        if eval_metrics[self.KEY] < self.best:
-            self.best = eval_metrics[self.KEY]
-            self._manager.save(step, args=self._ocp.args.Composite(
-                params=self._ocp.args.StandardSave(params)), force=True)
-
-    def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
-
-
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     """Trains ``config.method``; returns the last metrics row written."""
     workdir = pathlib.Path(workdir).expanduser()
@@ -96,9 +67,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     # ------------------------------------------------------------------ mesh & batches
     mesh = sharding.make_mesh(config.mesh.fsdp)
     data_sharding = sharding.batch_sharding(mesh)
-    method = methods.build(config, model=model, tx=tx, corpus=corpus,
-                           shard_batch=lambda batch: jax.lax.with_sharding_constraint(
-                               batch, data_sharding))
+    method = methods.build(config, model=model, tx=tx, domains=corpus.domains,
+                           target_domain=corpus.target_domain)
     logging.info("Data: %s; domains %s; target domain %s; method %s; mesh %s.",
                  corpus.description, corpus.domains, corpus.target_domain, method.name,
                  dict(mesh.shape))
@@ -123,7 +93,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     def init_fn():
         params = transformer.init_params(model, init_key, config.model.max_length)
-        return ts.init_state(params, tx, config.seed, method.init_method_state(method_key, params))
+        return ts.init_state(params, tx, config.seed, method.init_state(method_key, params))
 
     abstract_state = jax.eval_shape(init_fn)
     state_sharding = sharding.state_shardings(abstract_state, mesh)
@@ -134,23 +104,27 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             abstract_state, state_sharding), iterators)
     else:
         state = jax.jit(init_fn, out_shardings=state_sharding)()
-        if config.method == "finetune":
-            state = _start_from_pretrained(config, state, tx, abstract_state, state_sharding)
+        if method.init_from:
+            logging.info("Starting from the parameters of %s.", method.init_from)
+            params = ckpt.restore_pretrained_params(method.init_from, abstract_state.params)
+            state = jax.device_put(state.replace(params=jax.tree.map(jnp.asarray, params)),
+                                   state_sharding)
+        if method.load_state is not None:
+            state = jax.device_put(state.replace(
+                method_state=method.load_state(state.method_state)), state_sharding)
 
-    train_step = jax.jit(ts.with_param_norm(method.step), donate_argnums=0,
-                         static_argnames="phase", out_shardings=(state_sharding, None))
+    train_step = methods.jit_train_step(method, state_sharding)
     evaluator = _Evaluator(model, corpus, config, to_device)
     writer = metrics_lib.MetricWriter(workdir, resume_step=resume_step)
-    keep_best = config.checkpoint.keep_best or config.method == "finetune"
-    best = _BestParams(workdir, writer.history(), resume_step or 0) if keep_best else None
+    best = (ckpt.BestParams(workdir, writer.history(), resume_step or 0) if method.keep_best
+            else None)
 
     # ------------------------------------------------------------------ loop
     step = int(sharding.to_host(state.step))
     total = int(config.train.steps)
     progress = metrics_lib.Progress(step, total)
     collapse = metrics_lib.CollapseMonitor(
-        int(config.train.batch_size),
-        big_batch_size=method.streams.get("generic", (None, 0))[1])
+        method.batch_size, big_batch_size=method.streams.get("generic", (None, 0))[1])
     last_row: dict[str, Any] = {}
     if step == 0:
         last_row = evaluator(state.params)
@@ -163,8 +137,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     try:
         while step < total:
             batches = {name: to_device(next(it)) for name, it in iterators.items()}
-            phase = tuple(sorted(method.phase(step).items()))
-            state, step_metrics = train_step(state, batches, phase=phase)
+            with jax.set_mesh(mesh):
+                state, step_metrics = train_step(state, batches, **method.flags(step))
             step += 1
             if pending is not None:
                 metrics_lib.check_finite(pending[0], sharding.to_host(pending[1]))
@@ -201,21 +175,3 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if best:
         last_row["eval/best_target_valid_bpb"] = best.best
     return {k: metrics_lib.to_python(v) for k, v in last_row.items()}
-
-
-def _start_from_pretrained(config, state, tx, abstract_state, state_sharding):
-    """Replaces the fresh parameters by those of ``config.finetune.init_from``."""
-    if not config.finetune.init_from:
-        raise ValueError("config.method='finetune' needs config.finetune.init_from: the "
-                         "workdir of a pretrained run (e.g. a base run).")
-    params = ckpt.restore_params(config.finetune.init_from)
-    expected = jax.tree.map(lambda x: (x.shape, str(x.dtype)), abstract_state.params)
-    got = jax.tree.map(lambda x: (np.shape(x), str(np.asarray(x).dtype)), params)
-    if expected != got:
-        raise ckpt.ConfigMismatchError(
-            f"The parameters in {config.finetune.init_from!r} do not fit config.model "
-            "(different sizes or layers); fine-tune with the model config of the pretrained run.")
-    logging.info("Fine-tuning from the parameters of %s.", config.finetune.init_from)
-    params = jax.tree.map(jnp.asarray, params)
-    return jax.device_put(ts.init_state(params, tx, config.seed, state.method_state),
-                          state_sharding)

@@ -54,20 +54,6 @@ def init_state(params, tx: optax.GradientTransformation, seed: int,
                       rng=jax.random.key_data(jax.random.key(seed)), method_state=method_state)
 
 
-def with_param_norm(step_fn):
-    """``step_fn(state, batches, **phase)`` whose metrics also hold ``train/param_norm``.
-
-    The norm of the updated parameters makes a non-finite update visible on the host
-    before that state is checkpointed.
-    """
-
-    def step(state: TrainState, batches, phase: tuple[tuple[str, Any], ...] = ()):
-        state, metrics = step_fn(state, batches, **dict(phase))
-        return state, {**metrics, "train/param_norm": optax.tree.norm(state.params)}
-
-    return step
-
-
 def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation,
                     **replace) -> TrainState:
     """One inner update theta <- theta + tx(grads); step += 1; other fields from ``replace``."""

@@ -11,10 +11,11 @@ Arguments after ``:`` (comma-separated) pick a variant:
     --config=configs/default.py:runlocal          # a tiny model, seconds on a laptop
 
 Any field can be overridden with dotted flags, e.g. ``--config.train.steps=1000``.
-Methods: base, mixing, finetune (baselines); align_filter, anograd, soba, dds, l2rw,
-domain_mixture (data selection). Target tasks of the embedded corpus: python (the
-target domain is also in the pool at ``data.pool_target_share``), jargon (absent from
-the pool, related domains present), russian (unlike anything in the pool).
+Methods: the names of ``adaptive_data.methods.METHODS`` (the README's method table); each
+method's own settings are the config block of its name. Target tasks of the embedded
+corpus: python (the target domain is also in the pool at ``data.pool_target_share``),
+jargon (absent from the pool, related domains present), russian (unlike anything in the
+pool).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import ml_collections
 
 from adaptive_data import config_args
+from adaptive_data.methods import METHODS
 
 # Model sizes: "small" runs on a laptop CPU; "paper" is the paper's 12-layer byte LM.
 MODEL_SIZES = {
@@ -35,9 +37,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the config; ``arg`` is ``method=...,target=...,size=...,init_from=...,runlocal``."""
     arg = config_args.parse_arg(arg, method="base", target="python", size="small",
                                 init_from="", runlocal=False)
+    if arg.method not in METHODS:
+        raise ValueError(f"Unknown method={arg.method!r}; choose one of {sorted(METHODS)}.")
     config = ml_collections.ConfigDict()
-    # Training method: base | mixing | finetune | align_filter | anograd | soba | dds | l2rw
-    # | domain_mixture.
+    # Training method: a name of adaptive_data.methods.METHODS.
     config.method = arg.method
     # Seed of parameter init, data order and dropout.
     config.seed = 0
@@ -118,23 +121,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.select = ml_collections.ConfigDict()
     # k: the big generic batch has k * train.batch_size examples (selection methods).
     config.select.downsampling = 4 if arg.runlocal else 8
-    # How b of B are drawn: top | sample | sample_with_replacement | positive
-    # (None: the method's default, `top` for align_filter, `sample` for the others).
+    # How b of B are drawn: top | sample | sample_with_replacement | positive |
+    # positive_weighted (None: the method's default, see the README's method table).
     config.select.strategy = ml_collections.config_dict.placeholder(str)
     # Sampling temperature tau: probabilities softmax(scores / tau).
     config.select.temperature = 1.0
     # Uniform selection and no outer update before this step.
     config.select.warmup_steps = 5 if arg.runlocal else 20
 
-    config.filter = ml_collections.ConfigDict()
-    # Alignment computation of align_filter: jvp | vmap | weights.
-    config.filter.method = "jvp"
+    config.align_filter = ml_collections.ConfigDict()
+    # Alignment computation: jvp | vmap | weights.
+    config.align_filter.method = "jvp"
     # Examples per chunk of per-example work (None: all at once).
-    config.filter.chunk_size = ml_collections.config_dict.placeholder(int)
+    config.align_filter.chunk_size = ml_collections.config_dict.placeholder(int)
     # Regex on /-joined parameter paths restricting the alignment ("" = all).
-    config.filter.param_filter = ""
-    # Cosine instead of dot product (needs filter.method=vmap).
-    config.filter.normalize = False
+    config.align_filter.param_filter = ""
+    # Cosine instead of dot product (needs align_filter.method=vmap).
+    config.align_filter.normalize = False
 
     config.weighting = ml_collections.ConfigDict()
     # Byte-CNN weighting model w(x; phi): embedding width, conv widths, kernel, activation.
@@ -144,20 +147,42 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.weighting.activation = "relu"
 
     config.outer = ml_collections.ConfigDict()
-    # Optimiser and learning rate of phi (adam | sgd).
+    # Optimiser and learning rate of phi, the weighting model (adam | sgd).
     config.outer.optimizer = "adam"
     config.outer.learning_rate = 1e-3
     # Outer update every this many steps (after select.warmup_steps).
     config.outer.every = 1
-    # ANOGRAD normaliser: norm | hessian.
-    config.outer.anograd_normalization = "norm"
-    # SOBA: optimiser and rate of v, Hessian-free variant, mixing of H v with v.
-    config.outer.soba_v_optimizer = "sgd"
-    config.outer.soba_v_learning_rate = 0.1
-    config.outer.soba_hessian_free = False
-    config.outer.soba_hessian_reg = 0.0
-    # Virtual step of DDS and L2RW (None: train.learning_rate; 0: the eta -> 0 limit).
-    config.outer.dds_eta = ml_collections.config_dict.placeholder(float)
+
+    config.anograd = ml_collections.ConfigDict()
+    # Normaliser of <g_w, g_s>: norm (||g_w||) | hessian (sqrt(g_w^T H_s g_w), falling
+    # back to the norm on a step where that curvature is <= 0).
+    config.anograd.normalization = "norm"
+    # Regex on /-joined LM parameter paths restricting g_w and g_s ("" = all parameters).
+    config.anograd.param_filter = ""
+
+    config.soba = ml_collections.ConfigDict()
+    # Generic batch of the outer update: selected (the b the model trains on, the
+    # authors' choice) | uniform (a uniform b of B).
+    config.soba.outer_batch = "selected"
+    # Weights of the Hessian H_g in H_g v: uniform (mean loss) | weighted (by w).
+    config.soba.hessian_weights = "uniform"
+    # Optimiser of v: adam (b1 0.9, b2 0.98, eps 1e-9) | sgd.
+    config.soba.v_optimizer = "adam"
+    # Learning rate of v (None: the model's learning-rate schedule).
+    config.soba.v_learning_rate = ml_collections.config_dict.placeholder(float)
+    # Hessian-free variant; its curvature term: zero (d_v = g_s) | identity (v + g_s).
+    config.soba.hessian_free = False
+    config.soba.hessian_free_curvature = "zero"
+    # r in d_v = (1 - r) H_g v + r v + g_s.
+    config.soba.hessian_reg = 0.0
+
+    config.dds = ml_collections.ConfigDict()
+    # Virtual SGD step of the look-ahead (0: the eta -> 0 limit); also the DDS objective
+    # of mixture.update_rule=hypergradient.
+    config.dds.eta = 0.1
+    # Generic batch of the look-ahead: uniform (a uniform b of B, weights normalised over
+    # it; the authors' choice) | selected (the b drawn by the weights).
+    config.dds.lookahead_batch = "uniform"
 
     config.mixture = ml_collections.ConfigDict()
     # domain_mixture: eg (exponentiated gradient) | hypergradient.
@@ -166,8 +191,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.mixture.step_size = 1.0
     # Floor: alpha = (1 - s) alpha + s / K.
     config.mixture.smoothing = 0.05
-    # Objective of the hypergradient variant: anograd | dds.
+    # Objective of the hypergradient variant: anograd (anograd.normalization) | dds
+    # (dds.eta).
     config.mixture.objective = "anograd"
+
+    config.dsir = ml_collections.ConfigDict()
+    # Hash buckets of the unigram + bigram features, and the additive smoothing of the
+    # target and generic feature distributions.
+    config.dsir.num_buckets = 4096
+    config.dsir.smoothing = 1.0
+
+    config.cds = ml_collections.ConfigDict()
+    # Workdirs of the two fixed scoring LMs (same model config): a base run, and that
+    # model fine-tuned on target_train (its best checkpoint by target_valid is used).
+    config.cds.generic_from = ""
+    config.cds.target_from = ""
+
+    config.rho = ml_collections.ConfigDict()
+    # Workdir of the reference LM trained on target_train (best checkpoint if kept).
+    config.rho.reference_from = ""
+
+    config.diagnose = ml_collections.ConfigDict()
+    # Checkpoint step of --mode=diagnose (None: the earliest at or after the selection
+    # warm-up).
+    config.diagnose.step = ml_collections.config_dict.placeholder(int)
 
     config.mesh = ml_collections.ConfigDict()
     # Devices per FSDP parameter shard group (1: parameters replicated, data parallel).
@@ -183,11 +230,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def sweep(add, arg: str | None = None):
-    """Sweep over methods and targets: ``add(**overrides)`` per run (dotted keys)."""
+    """Every registered method (but finetune, which needs a pretrained run) on every
+    embedded target task: ``add(**overrides)`` per run (dotted keys)."""
     del arg
     for target in ("python", "jargon", "russian"):
-        for method in ("base", "mixing", "align_filter", "anograd", "soba", "dds"):
-            add(method=method, **{"data.task": target})
+        for method in METHODS:
+            if method != "finetune":
+                add(method=method, **{"data.task": target})
 
 
 def metrics(arg: str | None = None) -> list[str]:

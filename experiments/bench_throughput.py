@@ -75,7 +75,7 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help="methods to time, comma-separated (base is the reference)")
     p.add_argument("--chunk_size", type=int, default=None,
-                   help="config.filter.chunk_size of align_filter (default: unchunked)")
+                   help="config.align_filter.chunk_size (default: unchunked)")
     p.add_argument("--peak_tflops", type=float, default=None,
                    help="hardware peak for MFU (default: data sheet of the device kind in "
                         "--dtype; CPU or unknown kinds: the measured jnp.dot rate)")

@@ -21,7 +21,6 @@ Timing conventions (see experiments/README.md):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -46,15 +45,15 @@ import numpy as np  # noqa: E402
 
 from adaptive_data import config_args, methods  # noqa: E402
 from adaptive_data import train_state as ts  # noqa: E402
-from adaptive_data.data import sources, tokenizer  # noqa: E402
+from adaptive_data.data import tokenizer  # noqa: E402
 from adaptive_data.models import transformer  # noqa: E402
 
 # CPU donation is not always possible; the warning says nothing about speed.
 warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
 
-ALL_METHODS = ("base", "mixing", "align_filter", "anograd", "soba", "dds", "l2rw",
-               "domain_mixture")
-SELECTION_METHODS = ("align_filter", "anograd", "soba", "dds", "l2rw", "domain_mixture")
+# Every registered method that trains from scratch (finetune needs a pretrained run).
+ALL_METHODS = tuple(name for name in methods.METHODS if name != "finetune")
+SELECTION_METHODS = tuple(name for name in ALL_METHODS if methods.METHODS[name].scorer != "none")
 # Synthetic corpus: two generic domains and the target (also present in the pool).
 DOMAINS = ("generic_a", "generic_b", "target")
 TARGET_DOMAIN = "target"
@@ -65,8 +64,8 @@ MB = 1024.0 * 1024.0
 
 
 def load_config(arg: str = "") -> Any:
-    """``configs/default.py:get_config(arg)`` loaded from its file (as the tests do)."""
-    return config_args.load_config_module(REPO_ROOT / "configs" / "default.py").get_config(arg)
+    """``configs/default.py:get_config(arg)``."""
+    return config_args.load_config(REPO_ROOT / "configs" / "default.py", arg)
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -83,8 +82,8 @@ def make_config(method: str, *, size: str, batch_size: int, downsampling: int, d
     """The default config of ``method`` at ``size``, set up for benchmarking.
 
     The selection warm-up is 0 and the outer update runs every step, so that every
-    timed step does the full work of the method (during warm-up the library skips the
-    scorer and the outer update through ``lax.cond``).
+    timed step does the full work of the method (during warm-up the driver runs a
+    separately compiled step without the scorer and the outer update).
     """
     config = load_config(f"method={method},size={size}")
     config.train.batch_size = int(batch_size)
@@ -96,14 +95,8 @@ def make_config(method: str, *, size: str, batch_size: int, downsampling: int, d
     config.outer.every = 1
     config.model.dtype = dtype
     if chunk_size is not None:
-        config.filter.chunk_size = int(chunk_size)
+        config.align_filter.chunk_size = int(chunk_size)
     return config
-
-
-def synthetic_corpus() -> sources.Corpus:
-    """A ``Corpus`` with no splits: ``methods.build`` only reads its domain vocabulary."""
-    return sources.Corpus(splits={}, domains=DOMAINS, target_domain=TARGET_DOMAIN,
-                          description="synthetic")
 
 
 def param_count(tree) -> int:
@@ -153,7 +146,7 @@ def synthetic_batch(rng: np.random.Generator, n: int, max_length: int, *,
 
 
 def method_batches(method: methods.Method, max_length: int, seed: int = 0):
-    """Device batches for ``method.step``: one per stream, of the stream's batch size."""
+    """Device batches for ``train_step``: one per stream, of the stream's batch size."""
     rng = np.random.default_rng(seed)
     out = {}
     for stream, (split, size) in method.streams.items():
@@ -213,11 +206,13 @@ class Compiled:
     xla_flops: float | None
 
 
-def compile_fn(fn: Callable, args: Sequence[Any], *, donate_argnums=()) -> Compiled:
-    """jit + lower + compile ahead of time; times each phase, reads memory and FLOPs."""
-    jitted = jax.jit(fn, donate_argnums=donate_argnums)
+def compile_fn(fn: Callable, args: Sequence[Any], *, donate_argnums=(),
+               **static_kwargs) -> Compiled:
+    """jit (unless ``fn`` is jitted already) + lower + compile ahead of time, with
+    ``static_kwargs`` bound; times each phase, reads memory and FLOPs."""
+    jitted = fn if hasattr(fn, "lower") else jax.jit(fn, donate_argnums=donate_argnums)
     t0 = time.perf_counter()
-    lowered = jitted.lower(*args)
+    lowered = jitted.lower(*args, **static_kwargs)
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
@@ -385,27 +380,23 @@ class TrainStep:
 
 
 def build_train_step(config, *, seed: int = 0) -> TrainStep:
-    """The driver's step of ``config.method`` (``train.checked_step``, jit with donation).
-
-    Mirrors ``adaptive_data.train.train_and_evaluate``: model, optimiser, method state,
-    ``jax.jit(checked_step, donate_argnums=0)``; single device, no mesh.
-    """
+    """The driver's step of ``config.method`` (``methods.jit_train_step``, state donated),
+    compiled for the flags of step 1; single device, no mesh."""
     model = transformer.from_config(config.model)
     tx = ts.make_optimizer(config.train)
-    method = methods.build(config, model=model, tx=tx, corpus=synthetic_corpus())
+    method = methods.build(config, model=model, tx=tx, domains=DOMAINS,
+                           target_domain=TARGET_DOMAIN)
     init_key, method_key = jax.random.split(jax.random.key(config.seed))
 
     def init_fn():
         params = transformer.init_params(model, init_key, config.model.max_length)
-        return ts.init_state(params, tx, config.seed, method.init_method_state(method_key, params))
+        return ts.init_state(params, tx, config.seed, method.init_state(method_key, params))
 
     state = jax.jit(init_fn)()
-    # The static flags of a step after the selection warm-up (make_config sets it to 0):
-    # scoring and selection on; the outer update on when outer.every divides the step.
-    step = functools.partial(ts.with_param_norm(method.step),
-                             phase=tuple(sorted(method.phase(1).items())))
+    # Step 1 is after the selection warm-up (make_config sets it to 0): scoring and
+    # selection on; the outer update on when outer.every divides 1.
     batches = method_batches(method, config.model.max_length, seed=seed + 1)
-    compiled = compile_fn(step, (state, batches), donate_argnums=0)
+    compiled = compile_fn(methods.jit_train_step(method), (state, batches), **method.flags(1))
     check_fits(compiled, f"step of {config.method}")
     return TrainStep(method, config, compiled, state, batches, param_count(state.params))
 

@@ -20,10 +20,12 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from adaptive_data import train
+from adaptive_data.methods import METHODS
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Base config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "One sub-directory per method goes here.")
-_METHODS = flags.DEFINE_list("methods", ["base", "align_filter", "anograd"], "Methods to run.")
+_METHODS = flags.DEFINE_list("methods", ["base", "align_filter", "anograd"],
+                            f"Methods to run, of {sorted(METHODS)}.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -56,6 +58,9 @@ def markdown(results: list[dict]) -> str:
 def main(argv):
     del argv
     root = pathlib.Path(_WORKDIR.value)
+    unknown = sorted(set(_METHODS.value) - set(METHODS))
+    if unknown:
+        raise app.UsageError(f"Unknown --methods {unknown}; choose from {sorted(METHODS)}.")
     results = []
     for method in _METHODS.value:
         config = _CONFIG.value.copy_and_resolve_references()

@@ -3,7 +3,7 @@
 #   1. bench_alignment.py at the default model (size small, b=32, k=8 -> B=256);
 #   2. bench_throughput.py at the paper size (12 layers, width 256, b=128, bf16) with a
 #      modest big batch (k=16 -> B=2048), methods in order of importance (align_filter
-#      with filter.chunk_size=128: unchunked, its step needs far more memory than the
+#      with align_filter.chunk_size=128: unchunked, its step needs far more memory than the
 #      jvp alone, see experiments/README.md; l2rw has no chunking and goes last).
 # Each script has a time budget (it skips what is left once it is spent) and a hard
 # `timeout`, and rewrites its JSON/Markdown after every method, so a cut-off run keeps its

@@ -1,4 +1,5 @@
-"""Shared test setup: float32 JAX on CPU, strict rank promotion, repo root on sys.path."""
+"""Shared test setup: float32 JAX on CPU, strict rank promotion, repo root on sys.path;
+fixtures for a TFDS dir, 64-bit JAX and synthetic byte-LM batches."""
 
 import os
 import pathlib
@@ -10,6 +11,7 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -20,10 +22,10 @@ if str(REPO_ROOT) not in sys.path:
 
 
 def load_default_config(arg: str = "runlocal"):
-    """``configs/default.py:get_config(arg)``, loaded from its path."""
+    """``configs/default.py:get_config(arg)``."""
     from adaptive_data import config_args
 
-    return config_args.load_config_module(REPO_ROOT / "configs" / "default.py").get_config(arg)
+    return config_args.load_config("configs/default.py", arg)
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +63,39 @@ def kill_after_checkpoint(command, checkpoint_dir, *, env=None, timeout_s=300):
     assert proc.poll() is None, "run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def synthetic_lm_batch(rng: np.random.Generator, n: int, max_length: int, *,
+                       num_domains: int, first_id: int = 0, domain: int | None = None):
+    """``n`` byte-LM examples of random bytes with random lengths, as the pipeline lays
+    them out (``inputs``, ``targets``, ``mask``, ``num_bytes``, ``domain``), plus
+    ``example_id`` = first_id .. first_id + n - 1 to trace where each example goes."""
+    lengths = rng.integers(1, max_length + 1, size=n)
+    inputs = rng.integers(0, 256, size=(n, max_length)).astype(np.int32)
+    targets = np.roll(inputs, -1, axis=1)
+    mask = (np.arange(max_length)[None, :] < lengths[:, None]).astype(np.float32)
+    domains = (rng.integers(0, num_domains, size=n) if domain is None
+               else np.full((n,), domain)).astype(np.int32)
+    return {"inputs": inputs, "targets": targets, "mask": mask,
+            "num_bytes": lengths.astype(np.int32), "domain": domains,
+            "example_id": np.arange(first_id, first_id + n, dtype=np.int32)}
+
+
+@pytest.fixture
+def method_batches():
+    """``make(method, seed=0)``: one synthetic batch per stream of a ``Method``, of the
+    stream's batch size; generic examples have ids 0.., target examples 100000.. (and
+    every target example is of the target domain)."""
+
+    def make(method, seed: int = 0, max_length: int = 16):
+        rng = np.random.default_rng(seed)
+        batches = {}
+        for stream, (split, size) in method.streams.items():
+            is_target = split.startswith("target")
+            batches[stream] = synthetic_lm_batch(
+                rng, size, max_length, num_domains=method.num_domains,
+                first_id=100_000 if is_target else 0,
+                domain=method.target_domain_id if is_target else None)
+        return jax.tree.map(jax.numpy.asarray, batches)
+
+    return make

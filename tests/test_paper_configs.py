@@ -3,13 +3,14 @@
 import pytest
 
 from adaptive_data import config_args, train
+from adaptive_data.methods import METHODS
 
 from conftest import REPO_ROOT
 
 PAPER = config_args.load_config_module(REPO_ROOT / "configs" / "paper" / "c4.py")
 
 
-@pytest.mark.parametrize("method", sorted(PAPER.DOWNSAMPLING))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_paper_config_has_the_paper_sizes(method):
     config = PAPER.get_config(f"method={method},target=file:/data/reuters.jsonl")
     m = config.model

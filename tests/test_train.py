@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from adaptive_data import checkpoint as ckpt
-from adaptive_data import train
+from adaptive_data import config_args, train
 
 from conftest import REPO_ROOT, kill_after_checkpoint, load_default_config
 
@@ -26,13 +26,7 @@ pytestmark = pytest.mark.slow
 def _config(tfds_dir, arg="runlocal", **overrides):
     config = load_default_config(arg)
     config.data.tfds_data_dir = tfds_dir
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    return config_args.override(config, overrides)
 
 
 def _rows(workdir):

@@ -1,34 +1,34 @@
-"""Training methods: what data each step reads and the pure step function.
+"""Training methods: one ``Method`` record per method, one registry, one train step.
 
-A ``Method`` names its input streams (stream -> (corpus split, global batch size)),
-how to initialise its extra state, and ``step(state, batches) -> (state, metrics)``,
-a pure function that the driver jits once. ``build(config, ...)`` picks the method of
-``config.method``.
+``METHODS`` (name -> constructor) is the registry; ``build(config, ...)`` returns the
+``Method`` of ``config.method``; ``train_step(state, batches, *, method, active,
+outer_update)`` runs any method, and ``jit_train_step(method, state_sharding)`` jits it
+once. See docs/algorithms.md for the maths of each method.
 """
 
-from __future__ import annotations
+from adaptive_data.methods.registry import (
+    METHODS,
+    SCORERS,
+    MethodContext,
+    MethodSpec,
+    build,
+    selecting_method,
+    weighting_method,
+)
+from adaptive_data.methods.step import jit_train_step, train_step
+from adaptive_data.methods.types import OUTER_BATCHES, Method, OuterState
 
-from collections.abc import Callable
-
-from adaptive_data.methods import baselines, selection
-from adaptive_data.methods.types import Method
-
-BUILDERS: dict[str, Callable[..., Method]] = {
-    "base": baselines.base,
-    "mixing": baselines.mixing,
-    "finetune": baselines.finetune,
-    **{name: selection.build for name in selection.DEFAULT_STRATEGY},
-}
-
-
-def build(config, *, model, tx, corpus, shard_batch=lambda batch: batch) -> Method:
-    """The Method of ``config.method`` for this model, optimiser and corpus.
-
-    ``shard_batch`` constrains a batch built inside the step (the selected b examples)
-    to the data-parallel sharding; the identity on one device.
-    """
-    if config.method not in BUILDERS:
-        raise ValueError(f"Unknown config.method={config.method!r}; choose one of "
-                         f"{sorted(BUILDERS)}.")
-    return BUILDERS[config.method](config, model=model, tx=tx, corpus=corpus,
-                                   shard_batch=shard_batch)
+__all__ = [
+    "METHODS",
+    "OUTER_BATCHES",
+    "SCORERS",
+    "Method",
+    "MethodContext",
+    "MethodSpec",
+    "OuterState",
+    "build",
+    "jit_train_step",
+    "selecting_method",
+    "train_step",
+    "weighting_method",
+]

@@ -1,35 +1,141 @@
-"""The ``Method`` record: what a training method tells the driver."""
+"""The ``Method`` record (one immutable value per training method) and its typed state.
+
+A method is data, not code paths: ``methods.step.train_step`` runs any ``Method``. What
+differs between methods is in the record's fields (see docs/algorithms.md, "Which batch
+each term uses"):
+
+- which input streams it reads (``streams``) and how the model's loss weighs them
+  (``loss_weights``);
+- whether and how it scores the big generic batch (``score``), and how b examples are
+  drawn from the scores (``strategy``, ``temperature``);
+- its outer update, if any (``outer``: an ``OuterMethod`` of ``core.outer``), and which
+  generic batch that update sees (``outer_batch``);
+- how its extra state is initialised (``init_state``) and its schedule (selection
+  warm-up, outer update every ``outer_every`` steps);
+- where its parameters start (``init_from``: a pretrained workdir, for fine-tuning) and
+  whether the best parameters by target_valid are kept (``keep_best``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
+
+import optax
+
+from adaptive_data.core.outer.base import OuterMethod
+
+PyTree = Any
+
+# Generic batch of the outer update: the first b of the (shuffled) big batch, i.e. a
+# uniform sub-sample; the b drawn by the scores (the model's batch); or all of B.
+OUTER_BATCHES = ("uniform", "selected", "big")
 
 
-def _no_state(key, params):
+class ReferenceModels(NamedTuple):
+    """Fixed LM parameters a method scores with (RHO-LOSS, CDS), loaded on a fresh start.
+
+    Attributes:
+      target: parameters of a model trained on target_train.
+      generic: parameters of a model trained on generic data (CDS), or None.
+    """
+
+    target: PyTree
+    generic: PyTree = None
+
+
+class OuterState(NamedTuple):
+    """State of a method with an outer update.
+
+    Attributes:
+      phi: the outer variable (weighting-model parameters, or mixture logits float[K]).
+      outer: the outer method's own state (``PhiState``, ``SobaState``, ``MixtureState``).
+    """
+
+    phi: PyTree
+    outer: Any
+
+
+def no_state(key, params) -> None:
+    """``init_state`` of methods without extra state."""
     del key, params
-    return None
-
-
-def _single_phase(step):
-    del step
-    return {}
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """A training method as the driver sees it.
+    """Everything ``train_step`` needs to know about one training method.
 
-    ``streams``: stream name -> (corpus split, global batch size); the driver feeds
-    ``step(state, batches, **phase(step_number))`` a dict with one batch per stream;
-    ``phase`` returns static (hashable) flags of a step, e.g. whether the selection
-    warm-up is over, and each distinct set of flags is compiled once.
-    ``init_method_state(key, params)`` builds ``TrainState.method_state``.
+    Attributes:
+      name: the registered name (``config.method``).
+      streams: stream name -> (corpus split, global batch size). ``generic`` is the
+        generic stream (B = k * b examples for selecting methods), ``target`` a
+        ``target_train`` stream.
+      batch_size: b, the number of generic examples the model trains on per step.
+      loss_weights: stream -> weight of that stream's mean loss in the model's loss
+        (for selecting methods ``{"generic": 1.0}``, applied to the selected b).
+      loss_fn: ``(params, batch, dropout_key) -> float[n]`` per-example training loss.
+      tx: the model's optimiser.
+      learning_rate: the model's learning-rate schedule (reported as ``train/lr``).
+      score: ``(params, method_state, big, target, key) -> float[B]`` scores of the big
+        batch, or None for methods that do not select.
+      strategy: how b of B are drawn from the scores (``core.selection.STRATEGIES``).
+      temperature: sampling temperature of the sampling strategies.
+      outer: the outer update (``core.outer.base.OuterMethod``) or None.
+      outer_batch: generic batch of the outer update, one of ``OUTER_BATCHES``.
+      init_state: ``(key, params) -> method_state`` (``OuterState`` when ``outer``);
+        pure, so ``jax.eval_shape`` gives the state's layout.
+      load_state: ``(method_state) -> method_state`` run on the host once, on a fresh
+        start (not on resume: the checkpoint has it), to fill the state from files,
+        e.g. reference models from other runs' workdirs; None: nothing to load.
+      selection_warmup_steps: before this step, b uniform examples and no outer update.
+      outer_every: the outer update runs on every ``outer_every``-th step after warm-up.
+      init_from: workdir whose parameters a fresh run starts from ('' = random init).
+      keep_best: keep the parameters with the best ``eval/target_valid_bpb``.
+      num_domains: K, for the per-domain share of the selected examples.
+      target_domain_id: the target's domain id in the generic pool, or None.
     """
 
     name: str
     streams: Mapping[str, tuple[str, int]]
-    step: Callable[..., tuple[Any, dict[str, Any]]]
-    init_method_state: Callable[[Any, Any], Any] = _no_state
-    phase: Callable[[int], dict[str, Any]] = _single_phase
+    batch_size: int
+    loss_weights: Mapping[str, float]
+    loss_fn: Callable[..., Any]
+    tx: optax.GradientTransformation
+    learning_rate: optax.Schedule
+    score: Callable[..., Any] | None = None
+    strategy: str = "top"
+    temperature: float = 1.0
+    outer: OuterMethod | None = None
+    outer_batch: str = "uniform"
+    init_state: Callable[[Any, PyTree], Any] = no_state
+    load_state: Callable[[Any], Any] | None = None
+    selection_warmup_steps: int = 0
+    outer_every: int = 1
+    init_from: str = ""
+    keep_best: bool = False
+    num_domains: int = 1
+    target_domain_id: int | None = None
+
+    def __post_init__(self):
+        if self.outer_batch not in OUTER_BATCHES:
+            raise ValueError(f"{self.name}: outer_batch={self.outer_batch!r} must be one of "
+                             f"{OUTER_BATCHES}.")
+        unknown = set(self.loss_weights) - set(self.streams)
+        if unknown:
+            raise ValueError(f"{self.name}: loss weights of streams {sorted(unknown)} that "
+                             f"it does not read ({sorted(self.streams)}).")
+
+    @property
+    def selects(self) -> bool:
+        """Whether the method draws b of a big batch by scores."""
+        return self.score is not None
+
+    def flags(self, step: int) -> dict[str, bool]:
+        """Static flags of model update ``step`` (0-based): ``active`` (scores select the
+        batch) after the selection warm-up, ``outer_update`` every ``outer_every`` steps
+        after it. A host-side schedule, so no compiled step pays for a conditional."""
+        active = self.selects and step >= self.selection_warmup_steps
+        outer_update = (self.outer is not None and step >= self.selection_warmup_steps
+                        and step % self.outer_every == 0)
+        return {"active": active, "outer_update": outer_update}

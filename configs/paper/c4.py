@@ -25,22 +25,25 @@ import pathlib
 import ml_collections
 
 from adaptive_data import config_args
+from adaptive_data.methods import METHODS
 
-# Big batch factor k per method (big batch = k * 128 examples).
-DOWNSAMPLING = {"base": 1, "mixing": 1, "finetune": 1, "align_filter": 16, "l2rw": 16,
-                "anograd": 64, "soba": 64, "dds": 64, "domain_mixture": 64}
+# Big batch factor k by what scores the big batch (``MethodSpec.scorer``; big batch =
+# k * 128 examples): scoring with the LM itself costs a forward (and jvp) pass per example,
+# so those methods read fewer candidates than the cheap scorers.
+DOWNSAMPLING_BY_SCORER = {"none": 1, "lm_gradient": 16, "lm_forward": 16,
+                          "weighting_model": 64, "domain": 64, "ngram": 64}
+DOWNSAMPLING = {name: DOWNSAMPLING_BY_SCORER[spec.scorer] for name, spec in METHODS.items()}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """``method=...,target=<data spec>,generic=<data spec>,fsdp=N,runlocal``."""
     arg = config_args.parse_arg(arg, method="anograd", target="", generic="tfds:c4/en:3.1.0",
                                 fsdp=1, runlocal=False)
-    default = config_args.load_config_module(
-        pathlib.Path(__file__).resolve().parent.parent / "default.py")
-    config = default.get_config(
-        f"method={arg.method},size=paper{',runlocal' if arg.runlocal else ''}")
     if arg.method not in DOWNSAMPLING:
         raise ValueError(f"Unknown method {arg.method!r}; choose one of {sorted(DOWNSAMPLING)}.")
+    config = config_args.load_config(
+        pathlib.Path(__file__).resolve().parent.parent / "default.py",
+        f"method={arg.method},size=paper{',runlocal' if arg.runlocal else ''}")
     if arg.runlocal:
         config.select.downsampling = min(4, DOWNSAMPLING[arg.method])
         return config

@@ -1,0 +1,205 @@
+"""The method registry and the one train step, on synthetic batches (fast, no corpus).
+
+For every registered method: the jitted step equals the same step run op by op
+(``jax.disable_jit``); every term of its update receives the batch docs/algorithms.md
+says (the outer update's and the scorer's target batch is the ``target_train`` stream,
+the outer update's generic batch is the documented one). Plus the step-level maths of
+weighted selection (L2RW) and the schedule flags.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from adaptive_data import config_args, methods
+from adaptive_data import train_state as ts
+from adaptive_data.core.outer.base import OuterMethod
+from adaptive_data.models import transformer
+
+from conftest import load_default_config
+
+DOMAINS = ("generic_a", "generic_b", "target")
+ALL_METHODS = sorted(methods.METHODS)
+# The generic batch each method's outer update must see (docs/algorithms.md, batch table).
+DOCUMENTED_OUTER_BATCH = {"anograd": "uniform", "dds": "uniform", "soba": "selected",
+                          "domain_mixture": "big", "classifier": "big", "dsir": "big"}
+
+
+def _config(name: str, **overrides):
+    """A very small config of method ``name``: 1-layer LM, b = 4, B = 16, warm-up 0."""
+    config = load_default_config(f"method={name},runlocal")
+    values = {"model.num_layers": 1, "model.width": 32, "model.mlp_dim": 64,
+              "model.num_heads": 2, "model.max_length": 16, "train.batch_size": 4,
+              "train.target_batch_size": 4, "select.downsampling": 4,
+              "select.warmup_steps": 0, "weighting.embed_dim": 8,
+              "weighting.conv_features": (8,), "dsir.num_buckets": 64,
+              # Reference workdirs are only read by Method.load_state (not by the step).
+              "finetune.init_from": "/unused", "cds.generic_from": "/unused",
+              "cds.target_from": "/unused", "rho.reference_from": "/unused"}
+    return config_args.override(config, {**values, **overrides})
+
+
+def _build(config):
+    model = transformer.from_config(config.model)
+    tx = ts.make_optimizer(config.train)
+    method = methods.build(config, model=model, tx=tx, domains=DOMAINS, target_domain="target")
+    return method, model, tx
+
+
+def _init_state(method, model, tx, config):
+    init_key, method_key = jax.random.split(jax.random.key(0))
+    params = transformer.init_params(model, init_key, config.model.max_length)
+    return ts.init_state(params, tx, 0, method.init_state(method_key, params))
+
+
+def test_every_method_is_registered_with_a_known_scorer():
+    assert {"base", "mixing", "finetune", "align_filter", "anograd", "soba", "dds", "l2rw",
+            "domain_mixture", "classifier", "cds", "dsir", "rho"} <= set(methods.METHODS)
+    for spec in methods.METHODS.values():
+        assert spec.scorer in methods.SCORERS and spec.summary
+
+
+def test_unknown_method_and_bad_choices_are_refused():
+    with pytest.raises(ValueError, match="Unknown config.method='nope'.*anograd"):
+        _build(_config("base", method="nope"))
+    with pytest.raises(ValueError, match=r"config.dds.lookahead_batch='all' is not valid"):
+        _build(_config("dds", **{"dds.lookahead_batch": "all"}))
+    with pytest.raises(ValueError, match=r"config.select.strategy='best' is not valid"):
+        _build(_config("anograd", **{"select.strategy": "best"}))
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_jitted_step_equals_step_without_jit(name, method_batches):
+    config = _config(name)
+    method, model, tx = _build(config)
+    batches = method_batches(method)
+    flags = method.flags(0)
+    jitted = methods.jit_train_step(method)
+    state_jit, metrics_jit = jitted(_init_state(method, model, tx, config), batches, **flags)
+    with jax.disable_jit():
+        state_eager, metrics_eager = methods.train_step(
+            _init_state(method, model, tx, config), batches, method=method, **flags)
+    assert set(metrics_jit) == set(metrics_eager)
+    for key in metrics_jit:
+        np.testing.assert_allclose(metrics_jit[key], metrics_eager[key], rtol=2e-4, atol=1e-5,
+                                   err_msg=key)
+    for a, b in zip(jax.tree.leaves(state_jit), jax.tree.leaves(state_eager)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)
+    assert int(state_jit.step) == 1
+    if method.selects:
+        assert metrics_jit["select/active"] == 1.0
+
+
+def _recorded(fn, log, name):
+    """``fn`` that appends its batch arguments' ``example_id``s to ``log[name]``."""
+
+    def wrapped(*args):
+        log.setdefault(name, []).append(
+            [np.asarray(a["example_id"]) for a in args if isinstance(a, dict)
+             and "example_id" in a])
+        return fn(*args)
+
+    return wrapped
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_each_term_sees_the_documented_batches(name, method_batches):
+    """The scorer and the outer update get the target_train batch; the outer update's
+    generic batch is the documented one; the model trains on the selected examples."""
+    config = _config(name)
+    method, model, tx = _build(config)
+    if "target" in method.streams:
+        assert method.streams["target"][0] == "target_train"
+    assert {split for split, _ in method.streams.values()} <= {"generic_train", "target_train"}
+    if name in DOCUMENTED_OUTER_BATCH:
+        assert method.outer_batch == DOCUMENTED_OUTER_BATCH[name]
+    if not method.selects:
+        return
+    log, trained_on, original = {}, [], method
+    recording = {"score": _recorded(original.score, log, "score")}
+    if original.outer is not None:
+        recording["outer"] = OuterMethod(original.outer.init,
+                                         _recorded(original.outer.update, log, "outer"))
+
+    def loss_fn(params, batch, key):
+        trained_on.append(np.asarray(batch["example_id"]))
+        return original.loss_fn(params, batch, key)
+
+    method = dataclasses.replace(original, loss_fn=loss_fn, **recording)
+    batches = method_batches(method)
+    big_ids = np.asarray(batches["generic"]["example_id"])
+    target_ids = np.asarray(batches["target"]["example_id"])
+    with jax.disable_jit():
+        methods.train_step(_init_state(method, model, tx, config), batches, method=method,
+                           **method.flags(0))
+    (score_big, score_target), = log["score"]
+    np.testing.assert_array_equal(score_big, big_ids)
+    np.testing.assert_array_equal(score_target, target_ids)
+    (selected,) = trained_on
+    assert len(selected) == method.batch_size and set(selected) <= set(big_ids)
+    if method.outer is not None:
+        (outer_generic, outer_target), = log["outer"]
+        np.testing.assert_array_equal(outer_target, target_ids)
+        expected = {"uniform": big_ids[:method.batch_size], "selected": selected,
+                    "big": big_ids}[method.outer_batch]
+        np.testing.assert_array_equal(outer_generic, expected)
+
+
+@pytest.mark.parametrize("option, value, expected", [("dds.lookahead_batch", "selected",
+                                                      "selected"),
+                                                     ("soba.outer_batch", "uniform",
+                                                      "uniform")])
+def test_outer_batch_options(option, value, expected):
+    name = option.split(".")[0]
+    method, _, _ = _build(_config(name, **{option: value}))
+    assert method.outer_batch == expected
+
+
+def test_l2rw_step_trains_on_the_renormalised_weights():
+    """Scores whose positive part on the kept b = 3 is [.5, .3, .2] (x 10): one SGD step
+    (rate 1) moves theta by -(0.5 g_0 + 0.3 g_1 + 0.2 g_2), the weighted gradient."""
+    config = _config("l2rw", **{"train.batch_size": 3, "select.downsampling": 2})
+    method, _, _ = _build(config)
+    scores = jnp.array([-1.0, 5.0, -4.0, 3.0, 2.0, -2.0])
+    x = jax.random.normal(jax.random.key(1), (6, 5))
+    theta = {"w": jax.random.normal(jax.random.key(2), (5,))}
+
+    def loss_fn(params, batch, key):
+        del key
+        return jnp.log1p(jnp.exp(batch["x"] @ params["w"]))
+
+    method = dataclasses.replace(method, loss_fn=loss_fn, tx=optax.sgd(1.0),
+                                 score=lambda *args: scores)
+    state = ts.init_state(theta, method.tx, 0, None)
+    batches = {"generic": {"x": x, "domain": jnp.zeros((6,), jnp.int32)},
+               "target": {"x": x[:2], "domain": jnp.zeros((2,), jnp.int32)}}
+    new_state, _ = methods.train_step(state, batches, method=method, active=True,
+                                      outer_update=False)
+    per_example = [jax.grad(lambda p, i=i: loss_fn(p, {"x": x[i:i + 1]}, None)[0])(theta)["w"]
+                   for i in (1, 3, 4)]
+    expected = theta["w"] - (0.5 * per_example[0] + 0.3 * per_example[1]
+                             + 0.2 * per_example[2])
+    np.testing.assert_allclose(new_state.params["w"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_flags_follow_the_warmup_and_outer_schedule():
+    method, _, _ = _build(_config("anograd", **{"select.warmup_steps": 3, "outer.every": 2}))
+    flags = [method.flags(step) for step in range(6)]
+    assert [f["active"] for f in flags] == [False, False, False, True, True, True]
+    assert [f["outer_update"] for f in flags] == [False, False, False, False, True, False]
+    base, _, _ = _build(_config("base"))
+    assert base.flags(10) == {"active": False, "outer_update": False}
+
+
+def test_readme_method_table_lists_exactly_the_registered_methods():
+    from conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    table = readme[readme.index("| `config.method` |"):]
+    table = table[:table.index("\n\n")]
+    listed = [row.split("|")[1].strip().strip("`") for row in table.splitlines()[2:]]
+    assert listed == list(methods.METHODS)
