@@ -26,8 +26,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 HARMLESS_KEYS = (
-    "train.steps", "train.eval_every", "train.log_every", "eval.", "checkpoint.",
-    "data.num_threads", "data.tfds_data_dir", "finetune.init_from", "log.",
+    "train.steps",
+    "train.eval_every",
+    "train.log_every",
+    "eval.",
+    "checkpoint.",
+    "data.num_threads",
+    "data.tfds_data_dir",
+    "finetune.init_from",
+    "log.",
 )
 
 
@@ -57,8 +64,9 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
     return diffs
 
 
-def check_and_save_config(config_json: dict[str, Any], workdir: pathlib.Path,
-                          has_checkpoint: bool) -> None:
+def check_and_save_config(
+    config_json: dict[str, Any], workdir: pathlib.Path, has_checkpoint: bool
+) -> None:
     """Refuses to resume with a config that matters differently; writes ``config.json``."""
     path = workdir / "config.json"
     config_json = json.loads(json.dumps(config_json))  # tuples -> lists, as saved
@@ -67,8 +75,10 @@ def check_and_save_config(config_json: dict[str, Any], workdir: pathlib.Path,
         if diffs:
             raise ConfigMismatchError(
                 f"Workdir {str(workdir)!r} holds a run with a different config; resuming it "
-                "would mix two experiments. Differences:\n  " + "\n  ".join(diffs) +
-                "\nUse a new --workdir, or restore the original values of these keys.")
+                "would mix two experiments. Differences:\n  "
+                + "\n  ".join(diffs)
+                + "\nUse a new --workdir, or restore the original values of these keys."
+            )
     if jax.process_index() == 0:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(config_json, indent=2, sort_keys=True))
@@ -80,7 +90,8 @@ class Checkpointer:
 
     def __init__(self, directory: pathlib.Path, *, keep: int):
         self._manager = ocp.CheckpointManager(
-            directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+            directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep)
+        )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -93,8 +104,9 @@ class Checkpointer:
     def restore(self, step: int, abstract_state, iterators: Mapping[str, Any]):
         """Returns the state of ``step``; sets the iterators' positions in place."""
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        items.update({name: grain.checkpoint.CheckpointRestore(it)
-                      for name, it in iterators.items()})
+        items.update(
+            {name: grain.checkpoint.CheckpointRestore(it) for name, it in iterators.items()}
+        )
         return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
     def wait(self) -> None:
@@ -102,6 +114,15 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _reader(root: pathlib.Path) -> ocp.CheckpointManager:
+    """A manager that only lists and restores the checkpoints of an existing directory.
+
+    (Orbax's ``read_only`` option would log three warnings per use; this manager never
+    saves, so it changes nothing either.)
+    """
+    return ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(create=False))
 
 
 def _checkpoint_root(path: str | pathlib.Path) -> pathlib.Path:
@@ -114,7 +135,7 @@ def checkpoint_steps(path: str | pathlib.Path) -> list[int]:
     root = _checkpoint_root(path)
     if not root.is_dir():
         return []
-    manager = ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(read_only=True))
+    manager = _reader(root)
     steps = sorted(manager.all_steps())
     manager.close()
     return steps
@@ -128,9 +149,11 @@ def restore_params(path: str, step: int | None = None) -> Any:
     """
     root = _checkpoint_root(path)
     if not root.is_dir():
-        raise FileNotFoundError(f"No checkpoint directory at {str(root)!r}; give the workdir "
-                                "of a run that saved checkpoints.")
-    manager = ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(read_only=True))
+        raise FileNotFoundError(
+            f"No checkpoint directory at {str(root)!r}; give the workdir "
+            "of a run that saved checkpoints."
+        )
+    manager = _reader(root)
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"{str(root)!r} holds no checkpoint.")
@@ -145,8 +168,7 @@ def best_params_dir(workdir: str | pathlib.Path) -> pathlib.Path | None:
     return best if best.is_dir() and any(p.name.isdigit() for p in best.iterdir()) else None
 
 
-def restore_pretrained_params(path: str, abstract_params: Any, *,
-                              prefer_best: bool = False) -> Any:
+def restore_pretrained_params(path: str, abstract_params: Any, *, prefer_best: bool = False) -> Any:
     """Parameters of the run in workdir ``path``, checked against the model's.
 
     The latest checkpoint's, or with ``prefer_best`` the best by target_valid where the
@@ -156,10 +178,10 @@ def restore_pretrained_params(path: str, abstract_params: Any, *,
     """
     best = best_params_dir(path) if prefer_best else None
     if best is not None:
-        manager = ocp.CheckpointManager(best, options=ocp.CheckpointManagerOptions(
-            read_only=True))
-        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-            params=ocp.args.StandardRestore()))
+        manager = _reader(best)
+        restored = manager.restore(
+            manager.latest_step(), args=ocp.args.Composite(params=ocp.args.StandardRestore())
+        )
         manager.close()
         params = restored["params"]
     else:
@@ -169,7 +191,8 @@ def restore_pretrained_params(path: str, abstract_params: Any, *,
     if expected != got:
         raise ConfigMismatchError(
             f"The parameters in {path!r} do not fit config.model (different sizes or "
-            "layers); use a run made with the same model config.")
+            "layers); use a run made with the same model config."
+        )
     return params
 
 
@@ -180,7 +203,8 @@ class BestParams:
 
     def __init__(self, workdir: pathlib.Path, history: list[dict[str, Any]], resume_step: int):
         self._manager = ocp.CheckpointManager(
-            (workdir / "best").absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=1))
+            (workdir / "best").absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=1)
+        )
         for step in self._manager.all_steps():
             if step > resume_step:  # saved by a run killed after its last checkpoint
                 self._manager.delete(step)
@@ -190,8 +214,9 @@ class BestParams:
     def update(self, step: int, params, eval_metrics: dict[str, float]) -> None:
         if eval_metrics[self.KEY] < self.best:
             self.best = eval_metrics[self.KEY]
-            self._manager.save(step, args=ocp.args.Composite(
-                params=ocp.args.StandardSave(params)), force=True)
+            self._manager.save(
+                step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)), force=True
+            )
 
     def close(self) -> None:
         self._manager.wait_until_finished()

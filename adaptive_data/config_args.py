@@ -20,8 +20,10 @@ def resolve_config_path(path: str | pathlib.Path) -> pathlib.Path:
         return path
     if not path.is_absolute() and (REPO_ROOT / path).is_file():
         return REPO_ROOT / path
-    raise FileNotFoundError(f"Config file {str(path)!r} does not exist (looked in the current "
-                            f"directory and in {str(REPO_ROOT)!r}).")
+    raise FileNotFoundError(
+        f"Config file {str(path)!r} does not exist (looked in the current "
+        f"directory and in {str(REPO_ROOT)!r})."
+    )
 
 
 def load_config_module(path: str | pathlib.Path) -> types.ModuleType:
@@ -57,8 +59,9 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         key, has_value, value = item.partition("=")
         key = key.strip()
         if key not in defaults:
-            raise ValueError(f"Unknown config argument {key!r} in {arg!r}; valid arguments: "
-                             f"{sorted(defaults)}.")
+            raise ValueError(
+                f"Unknown config argument {key!r} in {arg!r}; valid arguments: {sorted(defaults)}."
+            )
         default = defaults[key]
         if not has_value:
             if not isinstance(default, bool):

@@ -118,12 +118,17 @@ def make_batch_statistics(loss_fn, b: int, eta: float):
 def _summary(values: Sequence[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=np.float64)
     stderr = float(arr.std(ddof=1) / np.sqrt(len(arr))) if len(arr) > 1 else float("nan")
-    return {"mean": float(arr.mean()), "stderr": stderr, "min": float(arr.min()),
-            "max": float(arr.max())}
+    return {
+        "mean": float(arr.mean()),
+        "stderr": stderr,
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+    }
 
 
-def batch_statistics_summary(stats_fn, params, batches: Iterable[Sequence[Any]],
-                             previous_params=None) -> dict[str, dict[str, float]]:
+def batch_statistics_summary(
+    stats_fn, params, batches: Iterable[Sequence[Any]], previous_params=None
+) -> dict[str, dict[str, float]]:
     """Runs ``stats_fn`` (from ``make_batch_statistics``) over big batches and summarises.
 
     Args:
@@ -156,26 +161,33 @@ def batch_statistics_summary(stats_fn, params, batches: Iterable[Sequence[Any]],
 def verdict(results: dict[str, Any]) -> tuple[bool, list[str]]:
     """Whether selection should pay off, and the reasons (one line per statistic)."""
     reasons, ok = [], True
-    for name, key in (("(i) alignment gain", "alignment_gain"),
-                      ("(ii) look-ahead gain", "lookahead_gain")):
+    for name, key in (
+        ("(i) alignment gain", "alignment_gain"),
+        ("(ii) look-ahead gain", "lookahead_gain"),
+    ):
         s = results[key]
         positive = s["mean"] > STANDARD_ERRORS * s["stderr"]
         ok &= positive
-        reasons.append(f"{name}: mean {s['mean']:.4g} +- {s['stderr']:.3g} -> "
-                       f"{'clearly positive' if positive else 'not clearly positive'}")
+        reasons.append(
+            f"{name}: mean {s['mean']:.4g} +- {s['stderr']:.3g} -> "
+            f"{'clearly positive' if positive else 'not clearly positive'}"
+        )
     for key in ("rank_corr_target_batches", "rank_corr_checkpoints"):
         if key not in results:
             reasons.append(f"(iii) {key}: not computed")
             continue
         stable = results[key]["mean"] >= MIN_RANK_CORRELATION
         ok &= stable
-        reasons.append(f"(iii) {key}: {results[key]['mean']:.3f} -> "
-                       f"{'stable' if stable else 'unstable'} (threshold {MIN_RANK_CORRELATION})")
+        reasons.append(
+            f"(iii) {key}: {results[key]['mean']:.3f} -> "
+            f"{'stable' if stable else 'unstable'} (threshold {MIN_RANK_CORRELATION})"
+        )
     return bool(ok), reasons
 
 
-def choose_checkpoints(steps: Sequence[int], warmup_steps: int,
-                       step: int | None = None) -> tuple[int, int | None]:
+def choose_checkpoints(
+    steps: Sequence[int], warmup_steps: int, step: int | None = None
+) -> tuple[int, int | None]:
     """The checkpoint to diagnose and the one to compare its scores with.
 
     Args:
@@ -198,8 +210,9 @@ def choose_checkpoints(steps: Sequence[int], warmup_steps: int,
     elif step in steps:
         chosen = step
     else:
-        raise ValueError(f"config.diagnose.step={step} has no checkpoint; available steps: "
-                         f"{steps}.")
+        raise ValueError(
+            f"config.diagnose.step={step} has no checkpoint; available steps: {steps}."
+        )
     i = steps.index(chosen)
     if i > 0:
         return chosen, steps[i - 1]
@@ -218,11 +231,12 @@ def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
     workdir_path = pathlib.Path(workdir).expanduser()
     steps = ckpt.checkpoint_steps(workdir_path)
     if not steps:
-        raise FileNotFoundError(f"No checkpoint in {str(workdir_path)!r}: train first "
-                                "(--mode=train) with the same --config and --workdir.")
+        raise FileNotFoundError(
+            f"No checkpoint in {str(workdir_path)!r}: train first "
+            "(--mode=train) with the same --config and --workdir."
+        )
     requested = (config.get("diagnose") or {}).get("step")
-    step, comparison_step = choose_checkpoints(steps, int(config.select.warmup_steps),
-                                               requested)
+    step, comparison_step = choose_checkpoints(steps, int(config.select.warmup_steps), requested)
     corpus = sources.load_corpus(config.data)
     model = transformer.from_config(config.model)
     loss_fn = transformer.make_loss_fn(model)
@@ -232,33 +246,57 @@ def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
     stats_fn = make_batch_statistics(loss_fn, b, eta)
 
     def stream(split, size, offset):
-        return iter(pipeline.train_stream(
-            corpus.splits[split], domains=corpus.domains, max_length=config.model.max_length,
-            global_batch_size=size, seed=config.seed * 1000 + offset))
+        return iter(
+            pipeline.train_stream(
+                corpus.splits[split],
+                domains=corpus.domains,
+                max_length=config.model.max_length,
+                global_batch_size=size,
+                seed=config.seed * 1000 + offset,
+            )
+        )
 
     def batches():
         generic = stream("generic_train", big_size, 11)
         targets = stream("target_train", int(config.train.target_batch_size), 12)
         heldout = stream("target_valid", int(config.train.target_batch_size), 13)
         for _ in range(num_batches):
-            yield tuple(pipeline.device_view(next(it))
-                        for it in (generic, targets, targets, heldout))
+            yield tuple(
+                pipeline.device_view(next(it)) for it in (generic, targets, targets, heldout)
+            )
 
     params = ckpt.restore_params(str(workdir_path), step=step)
-    previous = (ckpt.restore_params(str(workdir_path), step=comparison_step)
-                if comparison_step is not None else None)
+    previous = (
+        ckpt.restore_params(str(workdir_path), step=comparison_step)
+        if comparison_step is not None
+        else None
+    )
     results = batch_statistics_summary(stats_fn, params, batches(), previous)
     pays_off, reasons = verdict(results)
-    report = {"checkpoint_step": step, "comparison_checkpoint_step": comparison_step,
-              "num_batches": num_batches, "big_batch": big_size, "b": b, "eta": eta,
-              "statistics": results, "selection_expected_to_help": pays_off,
-              "reasons": reasons}
+    report = {
+        "checkpoint_step": step,
+        "comparison_checkpoint_step": comparison_step,
+        "num_batches": num_batches,
+        "big_batch": big_size,
+        "b": b,
+        "eta": eta,
+        "statistics": results,
+        "selection_expected_to_help": pays_off,
+        "reasons": reasons,
+    }
     if jax.process_index() == 0:
         (workdir_path / "diagnose.json").write_text(json.dumps(report, indent=2))
-    lines = [f"{k:28s} mean {s['mean']:+.4g}  stderr {s['stderr']:.3g}"
-             for k, s in sorted(results.items())]
-    logging.info("Diagnosis at step %d (checkpoints %s; comparison %s):\n%s\nVerdict: "
-                 "selection %s.\n%s", step, steps, comparison_step, "\n".join(lines),
-                 "is expected to help" if pays_off else "is not expected to help",
-                 "\n".join(reasons))
+    lines = [
+        f"{k:28s} mean {s['mean']:+.4g}  stderr {s['stderr']:.3g}"
+        for k, s in sorted(results.items())
+    ]
+    logging.info(
+        "Diagnosis at step %d (checkpoints %s; comparison %s):\n%s\nVerdict: selection %s.\n%s",
+        step,
+        steps,
+        comparison_step,
+        "\n".join(lines),
+        "is expected to help" if pays_off else "is not expected to help",
+        "\n".join(reasons),
+    )
     return report

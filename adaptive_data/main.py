@@ -19,19 +19,26 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/default.py:method=mixing.", lock_config=True)
+    "config", None, "Config file, e.g. configs/default.py:method=mixing.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 _MODE = flags.DEFINE_enum(
-    "mode", "train", ["train", "diagnose"],
+    "mode",
+    "train",
+    ["train", "diagnose"],
     "train: train and evaluate; diagnose: the when-does-selection-work test on an early "
     "checkpoint of --workdir (config.diagnose.step; default the earliest at or after "
-    "config.select.warmup_steps); writes WORKDIR/diagnose.json.")
+    "config.select.warmup_steps); writes WORKDIR/diagnose.json.",
+)
 _DIAGNOSE_BATCHES = flags.DEFINE_integer(
-    "diagnose_batches", 8, "Big batches averaged over by --mode=diagnose.")
+    "diagnose_batches", 8, "Big batches averaged over by --mode=diagnose."
+)
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() with auto-detected settings.")
+    "distributed", False, "Call jax.distributed.initialize() with auto-detected settings."
+)
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0, for multi-process runs.")
+    "coordinator_address", None, "host:port of process 0, for multi-process runs."
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
 
@@ -54,8 +61,9 @@ def _initialize_distributed() -> None:
     if _COORDINATOR.value:
         # CPU processes exchange collectives over gloo; other platforms ignore this option.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                                   process_id=_PROCESS_ID.value)
+        jax.distributed.initialize(
+            _COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
+        )
     elif _DISTRIBUTED.value:
         jax.distributed.initialize()
 
@@ -65,16 +73,22 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_HideLibraryInfo())
     _initialize_distributed()
-    logging.info("Process %d of %d; %d local devices of %d: %s", jax.process_index(),
-                 jax.process_count(), jax.local_device_count(), jax.device_count(),
-                 jax.devices())
+    logging.info(
+        "Process %d of %d; %d local devices of %d: %s",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.devices(),
+    )
     from adaptive_data import diagnose, train
 
     if _MODE.value == "train":
         result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     else:
-        result = diagnose.diagnose(_CONFIG.value, _WORKDIR.value,
-                                   num_batches=_DIAGNOSE_BATCHES.value)
+        result = diagnose.diagnose(
+            _CONFIG.value, _WORKDIR.value, num_batches=_DIAGNOSE_BATCHES.value
+        )
     if jax.process_index() == 0:
         print(json.dumps(result, sort_keys=True))
 

@@ -44,8 +44,11 @@ class MetricWriter:
     def _truncate_after(self, step: int) -> None:
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
+        kept = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step
+        ]
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         tmp.replace(self.path)
@@ -97,12 +100,18 @@ def check_finite(step: int, metrics: Mapping[str, Any]) -> None:
             raise FloatingPointError(
                 f"Non-finite {key} = {float(value)} at step {step}. The run stopped; the last "
                 "good checkpoint is kept in the workdir. Lower config.train.learning_rate or "
-                "check the data, then rerun the same command to resume from it.")
+                "check the data, then rerun the same command to resume from it."
+            )
 
 
 # Metrics shown on the progress line (all of them go to metrics.jsonl and TensorBoard).
-PROGRESS_KEYS = ("train/loss", "eval/", "select/target_share", "select/pool_target_share",
-                 "outer/objective")
+PROGRESS_KEYS = (
+    "train/loss",
+    "eval/",
+    "select/target_share",
+    "select/pool_target_share",
+    "outer/objective",
+)
 
 
 class CollapseMonitor:
@@ -128,18 +137,25 @@ class CollapseMonitor:
         ess = row.get("select/ess_fraction")
         big = self._big_batch_size
         if ess is not None and ess * big < self._batch_size:
-            found["ess"] = (f"effective sample size of the selection weights is "
-                            f"{ess * big:.1f} examples of {big}, fewer than the batch of "
-                            f"{self._batch_size}")
-        for prefix, what in (("select/domain_share/", "selected examples"),
-                             ("mixture/alpha/", "mixture weight")):
-            shares = {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
+            found["ess"] = (
+                f"effective sample size of the selection weights is "
+                f"{ess * big:.1f} examples of {big}, fewer than the batch of "
+                f"{self._batch_size}"
+            )
+        for prefix, what in (
+            ("select/domain_share/", "selected examples"),
+            ("mixture/alpha/", "mixture weight"),
+        ):
+            shares = {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
             if shares and max(shares.values()) >= self._max_share:
                 domain = max(shares, key=shares.get)
                 found[prefix] = f"{shares[domain]:.0%} of the {what} are from domain {domain!r}"
-        messages = [f"Selection collapse at step {step}: {text}. Check select.temperature, "
-                    "outer.learning_rate or mixture.smoothing if this is not intended."
-                    for kind, text in found.items() if kind not in self._warned]
+        messages = [
+            f"Selection collapse at step {step}: {text}. Check select.temperature, "
+            "outer.learning_rate or mixture.smoothing if this is not intended."
+            for kind, text in found.items()
+            if kind not in self._warned
+        ]
         self._warned.update(found)
         return messages
 
@@ -166,6 +182,9 @@ class Progress:
     def line(self, step: int, rate: float, metrics: Mapping[str, Any]) -> str:
         eta = (self._total - step) / rate if rate > 0 else float("inf")
         eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
-        shown = " ".join(f"{k}={float(v):.4f}" for k, v in sorted(metrics.items())
-                         if k.startswith(PROGRESS_KEYS) and np.ndim(v) == 0)
+        shown = " ".join(
+            f"{k}={float(v):.4f}"
+            for k, v in sorted(metrics.items())
+            if k.startswith(PROGRESS_KEYS) and np.ndim(v) == 0
+        )
         return f"step {step}/{self._total} | {rate:.2f} steps/s | ETA {eta_text} | {shown}"

@@ -27,10 +27,12 @@ def make_mesh(fsdp: int = 1) -> Mesh:
     """A ("data", "fsdp") mesh over all devices; ``fsdp`` must divide the device count."""
     n = jax.device_count()
     if fsdp < 1 or n % fsdp:
-        raise ValueError(f"config.mesh.fsdp={fsdp} must be a positive divisor of the number of "
-                         f"devices ({n}).")
-    return jax.make_mesh((n // fsdp, fsdp), BATCH_AXES,
-                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
+        raise ValueError(
+            f"config.mesh.fsdp={fsdp} must be a positive divisor of the number of devices ({n})."
+        )
+    return jax.make_mesh(
+        (n // fsdp, fsdp), BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2
+    )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -56,23 +58,27 @@ def _leaf_spec(shape: tuple[int, ...], fsdp: int) -> P:
 def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
     """Shardings of every leaf of a state pytree (from ``jax.eval_shape``)."""
     fsdp = mesh.shape["fsdp"]
-    return jax.tree.map(lambda x: NamedSharding(mesh, _leaf_spec(tuple(x.shape), fsdp)),
-                        abstract_state)
+    return jax.tree.map(
+        lambda x: NamedSharding(mesh, _leaf_spec(tuple(x.shape), fsdp)), abstract_state
+    )
 
 
 def check_divisible(value: int, key: str) -> None:
     """Global batch sizes must split evenly over processes and devices."""
-    for count, what in ((jax.process_count(), "number of processes"),
-                        (jax.device_count(), "number of devices")):
+    for count, what in (
+        (jax.process_count(), "number of processes"),
+        (jax.device_count(), "number of devices"),
+    ):
         if value % count:
-            raise ValueError(f"{key}={value} is not divisible by the {what} ({count}); set "
-                             f"{key} to a multiple of {count}.")
+            raise ValueError(
+                f"{key}={value} is not divisible by the {what} ({count}); set "
+                f"{key} to a multiple of {count}."
+            )
 
 
 def to_global(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
     """Global arrays from this process's rows (``global_batch / process_count`` each)."""
-    return {k: jax.make_array_from_process_local_data(sharding, v)
-            for k, v in local_batch.items()}
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
 def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -80,7 +86,7 @@ def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     n = len(next(iter(batch.values())))
     per_process = n // jax.process_count()
     start = jax.process_index() * per_process
-    return {k: v[start:start + per_process] for k, v in batch.items()}
+    return {k: v[start : start + per_process] for k, v in batch.items()}
 
 
 def to_host(tree: Any) -> Any:

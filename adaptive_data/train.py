@@ -24,8 +24,7 @@ from adaptive_data.data import pipeline, sources
 from adaptive_data.models import transformer
 
 # Evaluation splits: metric name -> corpus split.
-EVAL_SPLITS = {"generic": "generic_valid", "target_valid": "target_valid",
-               "target": "target_test"}
+EVAL_SPLITS = {"generic": "generic_valid", "target_valid": "target_valid", "target": "target_test"}
 # Offsets that give each input stream its own shuffling seed.
 _STREAM_SEED_OFFSETS = {"generic": 1, "target": 2}
 
@@ -36,11 +35,18 @@ class _Evaluator:
     def __init__(self, model, corpus, config, to_device):
         self._eval_fn = jax.jit(transformer.make_eval_fn(model))
         self._sets = {
-            name: [to_device(sharding.process_rows(b)) for b in pipeline.eval_batches(
-                corpus.splits[split], domains=corpus.domains,
-                max_length=config.model.max_length, batch_size=config.eval.batch_size,
-                max_examples=config.eval.max_examples)]
-            for name, split in EVAL_SPLITS.items()}
+            name: [
+                to_device(sharding.process_rows(b))
+                for b in pipeline.eval_batches(
+                    corpus.splits[split],
+                    domains=corpus.domains,
+                    max_length=config.model.max_length,
+                    batch_size=config.eval.batch_size,
+                    max_examples=config.eval.max_examples,
+                )
+            ]
+            for name, split in EVAL_SPLITS.items()
+        }
 
     def __call__(self, params) -> dict[str, float]:
         results = {}
@@ -67,26 +73,43 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     # ------------------------------------------------------------------ mesh & batches
     mesh = sharding.make_mesh(config.mesh.fsdp)
     data_sharding = sharding.batch_sharding(mesh)
-    method = methods.build(config, model=model, tx=tx, domains=corpus.domains,
-                           target_domain=corpus.target_domain)
-    logging.info("Data: %s; domains %s; target domain %s; method %s; mesh %s.",
-                 corpus.description, corpus.domains, corpus.target_domain, method.name,
-                 dict(mesh.shape))
+    method = methods.build(
+        config, model=model, tx=tx, domains=corpus.domains, target_domain=corpus.target_domain
+    )
+    logging.info(
+        "Data: %s; domains %s; target domain %s; method %s; mesh %s.",
+        corpus.description,
+        corpus.domains,
+        corpus.target_domain,
+        method.name,
+        dict(mesh.shape),
+    )
     for name, (_, batch_size) in method.streams.items():
-        sharding.check_divisible(batch_size, f"the global {name} batch size ({method.name}: "
-                                 "config.train.*batch_size x config.select.downsampling)")
+        sharding.check_divisible(
+            batch_size,
+            f"the global {name} batch size ({method.name}: "
+            "config.train.*batch_size x config.select.downsampling)",
+        )
     sharding.check_divisible(config.eval.batch_size, "config.eval.batch_size")
 
     def to_device(batch):
         return sharding.to_global(pipeline.device_view(batch), data_sharding)
 
     iterators = {
-        name: iter(pipeline.train_stream(
-            corpus.splits[split], domains=corpus.domains, max_length=config.model.max_length,
-            global_batch_size=batch_size, seed=config.seed * 1000 + _STREAM_SEED_OFFSETS[name],
-            process_index=jax.process_index(), process_count=jax.process_count(),
-            num_threads=config.data.num_threads))
-        for name, (split, batch_size) in method.streams.items()}
+        name: iter(
+            pipeline.train_stream(
+                corpus.splits[split],
+                domains=corpus.domains,
+                max_length=config.model.max_length,
+                global_batch_size=batch_size,
+                seed=config.seed * 1000 + _STREAM_SEED_OFFSETS[name],
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+                num_threads=config.data.num_threads,
+            )
+        )
+        for name, (split, batch_size) in method.streams.items()
+    }
 
     # ------------------------------------------------------------------ state
     init_key, method_key = jax.random.split(jax.random.key(config.seed))
@@ -99,32 +122,42 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     state_sharding = sharding.state_shardings(abstract_state, mesh)
     if resume_step is not None:
         logging.info("Resuming from the checkpoint of step %d in %s.", resume_step, workdir)
-        state = checkpointer.restore(resume_step, jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-            abstract_state, state_sharding), iterators)
+        state = checkpointer.restore(
+            resume_step,
+            jax.tree.map(
+                lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                abstract_state,
+                state_sharding,
+            ),
+            iterators,
+        )
     else:
         state = jax.jit(init_fn, out_shardings=state_sharding)()
         if method.init_from:
             logging.info("Starting from the parameters of %s.", method.init_from)
             params = ckpt.restore_pretrained_params(method.init_from, abstract_state.params)
-            state = jax.device_put(state.replace(params=jax.tree.map(jnp.asarray, params)),
-                                   state_sharding)
+            state = jax.device_put(
+                state.replace(params=jax.tree.map(jnp.asarray, params)), state_sharding
+            )
         if method.load_state is not None:
-            state = jax.device_put(state.replace(
-                method_state=method.load_state(state.method_state)), state_sharding)
+            state = jax.device_put(
+                state.replace(method_state=method.load_state(state.method_state)), state_sharding
+            )
 
     train_step = methods.jit_train_step(method, state_sharding)
     evaluator = _Evaluator(model, corpus, config, to_device)
     writer = metrics_lib.MetricWriter(workdir, resume_step=resume_step)
-    best = (ckpt.BestParams(workdir, writer.history(), resume_step or 0) if method.keep_best
-            else None)
+    best = (
+        ckpt.BestParams(workdir, writer.history(), resume_step or 0) if method.keep_best else None
+    )
 
     # ------------------------------------------------------------------ loop
     step = int(sharding.to_host(state.step))
     total = int(config.train.steps)
     progress = metrics_lib.Progress(step, total)
     collapse = metrics_lib.CollapseMonitor(
-        method.batch_size, big_batch_size=method.streams.get("generic", (None, 0))[1])
+        method.batch_size, big_batch_size=method.streams.get("generic", (None, 0))[1]
+    )
     last_row: dict[str, Any] = {}
     if step == 0:
         last_row = evaluator(state.params)

@@ -35,8 +35,9 @@ MODEL_SIZES = {
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the config; ``arg`` is ``method=...,target=...,size=...,init_from=...,runlocal``."""
-    arg = config_args.parse_arg(arg, method="base", target="python", size="small",
-                                init_from="", runlocal=False)
+    arg = config_args.parse_arg(
+        arg, method="base", target="python", size="small", init_from="", runlocal=False
+    )
     if arg.method not in METHODS:
         raise ValueError(f"Unknown method={arg.method!r}; choose one of {sorted(METHODS)}.")
     config = ml_collections.ConfigDict()
@@ -242,5 +243,11 @@ def sweep(add, arg: str | None = None):
 def metrics(arg: str | None = None) -> list[str]:
     """Curves worth plotting for this config."""
     del arg
-    return ["train/loss", "eval/generic_bpb", "eval/target_bpb", "eval/target_valid_bpb",
-            "select/target_share", "select/pool_target_share"]
+    return [
+        "train/loss",
+        "eval/generic_bpb",
+        "eval/target_bpb",
+        "eval/target_valid_bpb",
+        "select/target_share",
+        "select/pool_target_share",
+    ]

@@ -56,41 +56,80 @@ COLUMNS = [
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="small", choices=["tiny", "small", "paper"],
-                   help="model size preset of configs/default.py")
-    p.add_argument("--batch_size", type=int, default=None,
-                   help="b, the model's batch (default: the config's train.batch_size)")
-    p.add_argument("--downsampling", type=int, default=None,
-                   help="k: big batch B = k * b (default: the config's select.downsampling)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--size",
+        default="small",
+        choices=["tiny", "small", "paper"],
+        help="model size preset of configs/default.py",
+    )
+    p.add_argument(
+        "--batch_size",
+        type=int,
+        default=None,
+        help="b, the model's batch (default: the config's train.batch_size)",
+    )
+    p.add_argument(
+        "--downsampling",
+        type=int,
+        default=None,
+        help="k: big batch B = k * b (default: the config's select.downsampling)",
+    )
     p.add_argument("--repeats", type=int, default=10, help="timed calls per function")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
-    p.add_argument("--methods", default=",".join(benchlib.ALL_METHODS),
-                   help="training steps to time (comma-separated; '' for none)")
-    p.add_argument("--align_methods", default=",".join(ALIGN_METHODS),
-                   help="alignment methods to time (comma-separated)")
-    p.add_argument("--chunk_size", type=int, default=None,
-                   help="chunk of the vmap alignment (default b); jvp/weights run unchunked")
-    p.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16"],
-                   help="activation dtype of the LM (params stay float32)")
-    p.add_argument("--output", default="",
-                   help="directory (or path.json) for the JSON and Markdown table")
-    p.add_argument("--time_budget_s", type=float, default=0.0,
-                   help="skip the remaining steps once this many seconds have passed (0: no limit)")
+    p.add_argument(
+        "--methods",
+        default=",".join(benchlib.ALL_METHODS),
+        help="training steps to time (comma-separated; '' for none)",
+    )
+    p.add_argument(
+        "--align_methods",
+        default=",".join(ALIGN_METHODS),
+        help="alignment methods to time (comma-separated)",
+    )
+    p.add_argument(
+        "--chunk_size",
+        type=int,
+        default=None,
+        help="chunk of the vmap alignment (default b); jvp/weights run unchunked",
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["auto", "float32", "bfloat16"],
+        help="activation dtype of the LM (params stay float32)",
+    )
+    p.add_argument(
+        "--output", default="", help="directory (or path.json) for the JSON and Markdown table"
+    )
+    p.add_argument(
+        "--time_budget_s",
+        type=float,
+        default=0.0,
+        help="skip the remaining steps once this many seconds have passed (0: no limit)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
 def _row(name, batch, compiled: benchlib.Compiled, times, note=""):
-    return {"name": name, "batch": batch,
-            "median_ms": 1e3 * benchlib.median(times), "min_ms": 1e3 * min(times),
-            "times_ms": [1e3 * t for t in times],
-            "lower_s": compiled.lower_s, "compile_s": compiled.compile_s,
-            "xla_peak_mb": compiled.memory.get("peak_mb"),
-            "xla_temp_mb": compiled.memory.get("temp"),
-            "memory_mb": compiled.memory, "xla_gflop": (compiled.xla_flops or 0) / 1e9 or None,
-            "device_peak_mb": benchlib.device_peak_mb(), "note": note}
+    return {
+        "name": name,
+        "batch": batch,
+        "median_ms": 1e3 * benchlib.median(times),
+        "min_ms": 1e3 * min(times),
+        "times_ms": [1e3 * t for t in times],
+        "lower_s": compiled.lower_s,
+        "compile_s": compiled.compile_s,
+        "xla_peak_mb": compiled.memory.get("peak_mb"),
+        "xla_temp_mb": compiled.memory.get("temp"),
+        "memory_mb": compiled.memory,
+        "xla_gflop": (compiled.xla_flops or 0) / 1e9 or None,
+        "device_peak_mb": benchlib.device_peak_mb(),
+        "note": note,
+    }
 
 
 def bench_function(name, batch, fn, args, *, warmup, repeats, note=""):
@@ -108,12 +147,14 @@ NO_OUTER_UPDATE = 10**9
 
 
 def bench_step(method_name, args, *, b, k, dtype, outer_every=1):
-    config = benchlib.make_config(method_name, size=args.size, batch_size=b, downsampling=k,
-                                  dtype=dtype)
+    config = benchlib.make_config(
+        method_name, size=args.size, batch_size=b, downsampling=k, dtype=dtype
+    )
     config.outer.every = outer_every
     step = benchlib.build_train_step(config, seed=args.seed)
-    timing, _ = benchlib.time_train_step(step.compiled.fn, step.state, step.batches,
-                                         warmup=args.warmup, repeats=args.repeats)
+    timing, _ = benchlib.time_train_step(
+        step.compiled.fn, step.state, step.batches, warmup=args.warmup, repeats=args.repeats
+    )
     note = f"RECOMPILES at step 2: {timing.recompile}" if timing.recompile else ""
     batch = f"b={b}" + (f", B={step.big_batch}" if step.big_batch != b else "")
     skipped = outer_every == NO_OUTER_UPDATE
@@ -134,14 +175,15 @@ def main(argv=None):
     defaults = benchlib.load_config(f"size={args.size}")
     b = int(args.batch_size or defaults.train.batch_size)
     k = int(args.downsampling or defaults.select.downsampling)
-    config = benchlib.make_config("base", size=args.size, batch_size=b, downsampling=k,
-                                  dtype=dtype)
+    config = benchlib.make_config("base", size=args.size, batch_size=b, downsampling=k, dtype=dtype)
     big = k * b
     chunk = args.chunk_size or b
     m = config.model
-    print(f"model: size {args.size}, {m.num_layers} layers, width {m.width}, MLP {m.mlp_dim}, "
-          f"{m.num_heads} heads, max_length {m.max_length}, activations {dtype}; "
-          f"b={b}, k={k}, B={big}; repeats {args.repeats} after {args.warmup} warm-up")
+    print(
+        f"model: size {args.size}, {m.num_layers} layers, width {m.width}, MLP {m.mlp_dim}, "
+        f"{m.num_heads} heads, max_length {m.max_length}, activations {dtype}; "
+        f"b={b}, k={k}, B={big}; repeats {args.repeats} after {args.warmup} warm-up"
+    )
 
     model = transformer.from_config(m)
     params = transformer.init_params(model, jax.random.key(args.seed), m.max_length)
@@ -149,31 +191,40 @@ def main(argv=None):
     loss_fn = transformer.make_loss_fn(model)  # deterministic, as the scorers use it
     rng = np.random.default_rng(args.seed)
     big_batch = jax.device_put(benchlib.synthetic_batch(rng, big, m.max_length))
-    target_batch = jax.device_put(benchlib.synthetic_batch(
-        rng, b, m.max_length, domain=benchlib.DOMAINS.index(benchlib.TARGET_DOMAIN)))
-    direction = jax.jit(lambda p, t: alignment.mean_gradient(loss_fn, p, t))(params,
-                                                                             target_batch)
+    target_batch = jax.device_put(
+        benchlib.synthetic_batch(
+            rng, b, m.max_length, domain=benchlib.DOMAINS.index(benchlib.TARGET_DOMAIN)
+        )
+    )
+    direction = jax.jit(lambda p, t: alignment.mean_gradient(loss_fn, p, t))(params, target_batch)
     rows = []
     bench = dict(warmup=args.warmup, repeats=args.repeats)
 
     # (a) the unit: grad of the mean loss over B; and the forward alone, for reference.
     unit_row, _ = bench_function(
-        "(a) unit: fwd+bwd", f"B={big}",
-        lambda p, x: jax.grad(lambda q: jnp.mean(loss_fn(q, x)))(p), (params, big_batch),
-        **bench)
+        "(a) unit: fwd+bwd",
+        f"B={big}",
+        lambda p, x: jax.grad(lambda q: jnp.mean(loss_fn(q, x)))(p),
+        (params, big_batch),
+        **bench,
+    )
     unit_row["kind"] = "unit"
     rows.append(unit_row)
-    fwd_row, _ = bench_function("forward only", f"B={big}",
-                                lambda p, x: loss_fn(p, x), (params, big_batch), **bench)
+    fwd_row, _ = bench_function(
+        "forward only", f"B={big}", lambda p, x: loss_fn(p, x), (params, big_batch), **bench
+    )
     fwd_row["kind"] = "forward"
     rows.append(fwd_row)
     # The core of the base step: fwd+bwd over b with dropout (as the steps train).
     train_loss = transformer.make_loss_fn(model, deterministic=False)
     small_batch = jax.tree.map(lambda x: x[:b], big_batch)
     row, _ = bench_function(
-        "fwd+bwd, dropout", f"b={b}",
+        "fwd+bwd, dropout",
+        f"b={b}",
         lambda p, x, key: jax.grad(lambda q: jnp.mean(train_loss(q, x, key)))(p),
-        (params, small_batch, jax.random.key(args.seed)), **bench)
+        (params, small_batch, jax.random.key(args.seed)),
+        **bench,
+    )
     row["kind"] = "reference"
     rows.append(row)
 
@@ -183,13 +234,16 @@ def main(argv=None):
         chunk_size = chunk if method == "vmap" else None
 
         def align(p, x, d, method=method, chunk_size=chunk_size):
-            return alignment.per_example_alignment(loss_fn, p, x, d, method=method,
-                                                   chunk_size=chunk_size)
+            return alignment.per_example_alignment(
+                loss_fn, p, x, d, method=method, chunk_size=chunk_size
+            )
 
         label = f"(b) align {method}" + (f" (chunk {chunk_size})" if chunk_size else "")
+
         def run_align(label=label, align=align, method=method):
-            row, compiled = bench_function(label, f"B={big}", align,
-                                           (params, big_batch, direction), **bench)
+            row, compiled = bench_function(
+                label, f"B={big}", align, (params, big_batch, direction), **bench
+            )
             outputs[method] = np.asarray(compiled.fn(params, big_batch, direction))
             return row
 
@@ -209,18 +263,23 @@ def main(argv=None):
 
     # (c) weighting-model scoring of B.
     wmodel = weighting.from_config(config.weighting)
-    phi = weighting.init_weighting_params(jax.random.key(args.seed + 1), wmodel,
-                                          jnp.zeros((1, m.max_length), jnp.int32))
+    phi = weighting.init_weighting_params(
+        jax.random.key(args.seed + 1), wmodel, jnp.zeros((1, m.max_length), jnp.int32)
+    )
     row, _ = bench_function(
-        "(c) score: weighting CNN", f"B={big}",
+        "(c) score: weighting CNN",
+        f"B={big}",
         lambda f, x: weighting.weighting_forward(wmodel, f, x, mode="logits"),
-        (phi, big_batch["inputs"]), **bench,
-        note=f"{benchlib.param_count(phi):,} CNN params")
+        (phi, big_batch["inputs"]),
+        **bench,
+        note=f"{benchlib.param_count(phi):,} CNN params",
+    )
     row["kind"] = "score"
     rows.append(row)
 
     prefix = benchlib.output_prefix(
-        args.output, f"bench_alignment_{args.size}_b{b}_k{k}_{dtype}_{info['backend']}")
+        args.output, f"bench_alignment_{args.size}_b{b}_k{k}_{dtype}_{info['backend']}"
+    )
     unit_ms = unit_row["median_ms"]
 
     def report(final):
@@ -233,32 +292,50 @@ def main(argv=None):
                     row["x_base"] = row["median_ms"] / base_ms
         checks = _checks(rows, unit_ms, base_ms)
         text, md = benchlib.render_table(rows, COLUMNS)
-        check_lines = [f"{benchlib.pass_fail(ok):4s}  {name}: measured {benchlib.fmt(value)} "
-                       f"(threshold {threshold})" for name, value, threshold, ok in checks]
+        check_lines = [
+            f"{benchlib.pass_fail(ok):4s}  {name}: measured {benchlib.fmt(value)} "
+            f"(threshold {threshold})"
+            for name, value, threshold, ok in checks
+        ]
         info["load_average_end"] = benchlib._loadavg()
         info["host_peak_rss_mb"] = benchlib.host_peak_rss_mb()
-        header = (f"# bench_alignment: size {args.size}, b={b}, B={big}, {dtype}"
-                  f"{'' if final else ' (partial)'}\n\n"
-                  f"Machine: {info['device_count']} x {info['device_kind']} "
-                  f"({info['backend']}), jax {info['jax']}, {info['cpu_count']} host CPUs, "
-                  f"load average {info['load_average']} -> {info['load_average_end']}. "
-                  f"Median of {args.repeats} synced calls after {args.warmup} warm-up "
-                  f"calls.\n\n")
-        payload = {"script": "bench_alignment", "complete": final, "args": vars(args),
-                   "machine": info, "model": m.to_dict(), "b": b, "k": k, "B": big,
-                   "dtype": dtype, "unit_ms": unit_ms, "base_step_ms": base_ms, "rows": rows,
-                   "checks": [{"name": n, "value": v, "threshold": t, "pass": ok}
-                              for n, v, t, ok in checks]}
+        header = (
+            f"# bench_alignment: size {args.size}, b={b}, B={big}, {dtype}"
+            f"{'' if final else ' (partial)'}\n\n"
+            f"Machine: {info['device_count']} x {info['device_kind']} "
+            f"({info['backend']}), jax {info['jax']}, {info['cpu_count']} host CPUs, "
+            f"load average {info['load_average']} -> {info['load_average_end']}. "
+            f"Median of {args.repeats} synced calls after {args.warmup} warm-up "
+            f"calls.\n\n"
+        )
+        payload = {
+            "script": "bench_alignment",
+            "complete": final,
+            "args": vars(args),
+            "machine": info,
+            "model": m.to_dict(),
+            "b": b,
+            "k": k,
+            "B": big,
+            "dtype": dtype,
+            "unit_ms": unit_ms,
+            "base_step_ms": base_ms,
+            "rows": rows,
+            "checks": [
+                {"name": n, "value": v, "threshold": t, "pass": ok} for n, v, t, ok in checks
+            ],
+        }
         checks_md = "\n".join(f"- {line}" for line in check_lines)
-        benchlib.write_outputs(prefix, payload, header + md + "\n\n" + checks_md,
-                               quiet=not final)
+        benchlib.write_outputs(prefix, payload, header + md + "\n\n" + checks_md, quiet=not final)
         if final:
             print()
             print(text)
             print()
             print("\n".join(check_lines))
-            print(f"load average at the end: {info['load_average_end']}; host peak RSS "
-                  f"{info['host_peak_rss_mb']:.0f} MiB; total {budget.elapsed():.0f} s")
+            print(
+                f"load average at the end: {info['load_average_end']}; host peak RSS "
+                f"{info['host_peak_rss_mb']:.0f} MiB; total {budget.elapsed():.0f} s"
+            )
         return payload
 
     # (d) full training steps (and, for the outer methods, the step without its update).
@@ -266,27 +343,44 @@ def main(argv=None):
     runs += [(method, NO_OUTER_UPDATE) for method, _ in list(runs) if method in OUTER_METHODS]
     for method, outer_every in runs:
         if budget.exhausted():
-            rows.append({"name": f"step: {method}", "kind": "step", "method": method,
-                         "note": "skipped (time budget)"})
+            rows.append(
+                {
+                    "name": f"step: {method}",
+                    "kind": "step",
+                    "method": method,
+                    "note": "skipped (time budget)",
+                }
+            )
             continue
-        row = benchlib.run_guarded(f"step: {method}",
-                                   lambda method=method, every=outer_every: bench_step(
-                                       method, args, b=b, k=k, dtype=dtype, outer_every=every))
+        row = benchlib.run_guarded(
+            f"step: {method}",
+            lambda method=method, every=outer_every: bench_step(
+                method, args, b=b, k=k, dtype=dtype, outer_every=every
+            ),
+        )
         row.setdefault("kind", "step")
         row.setdefault("method", method)
         if "error" in row:
             row["note"] = "ERROR " + row["error"][:70] + " (see JSON)"
         rows.append(row)
-        print(f"  {row['name']}: {benchlib.fmt(row.get('median_ms'))} ms "
-              f"(compile {benchlib.fmt(row.get('compile_s'))} s)  [{budget.elapsed():.0f} s]",
-              flush=True)
+        print(
+            f"  {row['name']}: {benchlib.fmt(row.get('median_ms'))} ms "
+            f"(compile {benchlib.fmt(row.get('compile_s'))} s)  [{budget.elapsed():.0f} s]",
+            flush=True,
+        )
         report(final=False)
     return report(final=True)
 
 
 def _median_ms(rows, kind, method):
-    return next((r["median_ms"] for r in rows if r.get("kind") == kind
-                 and r.get("method") == method and "median_ms" in r), None)
+    return next(
+        (
+            r["median_ms"]
+            for r in rows
+            if r.get("kind") == kind and r.get("method") == method and "median_ms" in r
+        ),
+        None,
+    )
 
 
 def _checks(rows, unit_ms, base_ms):
@@ -302,14 +396,23 @@ def _checks(rows, unit_ms, base_ms):
         # outer.every = N: N - 1 steps without the update, one with it.
         for n in (2, 4, 8, 16):
             x = (skipped + (anograd - skipped) / n) / base_ms
-            amortized.append((f"anograd step <= 1.5 x base step at outer.every={n}", x, 1.5,
-                              x <= 1.5))
+            amortized.append(
+                (f"anograd step <= 1.5 x base step at outer.every={n}", x, 1.5, x <= 1.5)
+            )
     return [
-        ("jvp alignment <= 1.5 units", jvp_units, 1.5,
-         None if jvp_units is None else jvp_units <= 1.5),
+        (
+            "jvp alignment <= 1.5 units",
+            jvp_units,
+            1.5,
+            None if jvp_units is None else jvp_units <= 1.5,
+        ),
         ("vmap / jvp >= 3", speedup, 3.0, None if speedup is None else speedup >= 3.0),
-        ("anograd step <= 1.5 x base step", anograd_x, 1.5,
-         None if anograd_x is None else anograd_x <= 1.5),
+        (
+            "anograd step <= 1.5 x base step",
+            anograd_x,
+            1.5,
+            None if anograd_x is None else anograd_x <= 1.5,
+        ),
         *amortized,
     ]
 

@@ -77,8 +77,16 @@ def resolve_dtype(dtype: str) -> str:
     return dtype
 
 
-def make_config(method: str, *, size: str, batch_size: int, downsampling: int, dtype: str,
-                target_batch_size: int | None = None, chunk_size: int | None = None):
+def make_config(
+    method: str,
+    *,
+    size: str,
+    batch_size: int,
+    downsampling: int,
+    dtype: str,
+    target_batch_size: int | None = None,
+    chunk_size: int | None = None,
+):
     """The default config of ``method`` at ``size``, set up for benchmarking.
 
     The selection warm-up is 0 and the outer update runs every step, so that every
@@ -106,8 +114,14 @@ def param_count(tree) -> int:
 # ----------------------------------------------------------------------------- data
 
 
-def synthetic_batch(rng: np.random.Generator, n: int, max_length: int, *,
-                    domain: int | None = None, target_share: float = 0.1) -> dict[str, np.ndarray]:
+def synthetic_batch(
+    rng: np.random.Generator,
+    n: int,
+    max_length: int,
+    *,
+    domain: int | None = None,
+    target_share: float = 0.1,
+) -> dict[str, np.ndarray]:
     """``n`` byte-LM examples of random printable text with realistic padding.
 
     Document lengths (bytes) are log-normal with median 0.6 * max_length (so about a
@@ -129,7 +143,7 @@ def synthetic_batch(rng: np.random.Generator, n: int, max_length: int, *,
     eos_at = lengths + 1
     rows = np.nonzero(eos_at < max_length + 2)[0]
     seq[rows, eos_at[rows]] = tokenizer.EOS_ID
-    targets = seq[:, 1:max_length + 1].copy()
+    targets = seq[:, 1 : max_length + 1].copy()
     keep = np.arange(max_length)[None, :] <= lengths[:, None]
     inputs = np.where(keep, seq[:, :max_length], tokenizer.PAD_ID).astype(np.int32)
     mask = (targets != tokenizer.PAD_ID).astype(np.float32)
@@ -137,12 +151,18 @@ def synthetic_batch(rng: np.random.Generator, n: int, max_length: int, *,
     if domain is None:
         target_id = DOMAINS.index(TARGET_DOMAIN)
         generic_ids = [i for i in range(len(DOMAINS)) if i != target_id]
-        domains = np.where(rng.random(n) < target_share, target_id,
-                           rng.choice(generic_ids, size=n)).astype(np.int32)
+        domains = np.where(
+            rng.random(n) < target_share, target_id, rng.choice(generic_ids, size=n)
+        ).astype(np.int32)
     else:
         domains = np.full((n,), domain, np.int32)
-    return {"inputs": inputs, "targets": targets, "mask": mask, "num_bytes": num_bytes,
-            "domain": domains}
+    return {
+        "inputs": inputs,
+        "targets": targets,
+        "mask": mask,
+        "num_bytes": num_bytes,
+        "domain": domains,
+    }
 
 
 def method_batches(method: methods.Method, max_length: int, seed: int = 0):
@@ -174,6 +194,7 @@ def machine_info() -> dict[str, Any]:
     try:
         import flax
         import optax
+
         info["flax"], info["optax"] = flax.__version__, optax.__version__
     except Exception:  # pragma: no cover - only for the report
         pass
@@ -188,8 +209,10 @@ def _loadavg():
 
 
 def print_machine(info: dict[str, Any]) -> None:
-    print(f"jax {info['jax']} (flax {info.get('flax')}, optax {info.get('optax')}), "
-          f"backend {info['backend']}, {info['device_count']} x {info['device_kind']}")
+    print(
+        f"jax {info['jax']} (flax {info.get('flax')}, optax {info.get('optax')}), "
+        f"backend {info['backend']}, {info['device_count']} x {info['device_kind']}"
+    )
     print(f"devices: {info['devices']}")
     print(f"host CPUs: {info['cpu_count']}, load average (1/5/15 min): {info['load_average']}")
 
@@ -206,8 +229,9 @@ class Compiled:
     xla_flops: float | None
 
 
-def compile_fn(fn: Callable, args: Sequence[Any], *, donate_argnums=(),
-               **static_kwargs) -> Compiled:
+def compile_fn(
+    fn: Callable, args: Sequence[Any], *, donate_argnums=(), **static_kwargs
+) -> Compiled:
     """jit (unless ``fn`` is jitted already) + lower + compile ahead of time, with
     ``static_kwargs`` bound; times each phase, reads memory and FLOPs."""
     jitted = fn if hasattr(fn, "lower") else jax.jit(fn, donate_argnums=donate_argnums)
@@ -233,8 +257,10 @@ def memory_analysis(compiled) -> dict[str, float]:
         return {}
     if stats is None:
         return {}
-    out = {name: getattr(stats, f"{name}_size_in_bytes", 0) / MB
-           for name in ("argument", "output", "temp", "alias", "generated_code")}
+    out = {
+        name: getattr(stats, f"{name}_size_in_bytes", 0) / MB
+        for name in ("argument", "output", "temp", "alias", "generated_code")
+    }
     out["reported_peak"] = (getattr(stats, "peak_memory_in_bytes", 0) or 0) / MB
     out["peak_mb"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
     return out
@@ -255,8 +281,10 @@ def check_fits(compiled: Compiled, what: str) -> None:
     """Raises MemoryError before running an executable that XLA says cannot fit."""
     limit, need = device_limit_mb(), compiled.memory.get("peak_mb")
     if limit is not None and need is not None and need > limit:
-        raise MemoryError(f"{what}: XLA needs {need:,.0f} MiB > device limit {limit:,.0f} MiB "
-                          "(use a smaller big batch, or chunking)")
+        raise MemoryError(
+            f"{what}: XLA needs {need:,.0f} MiB > device limit {limit:,.0f} MiB "
+            "(use a smaller big batch, or chunking)"
+        )
 
 
 def xla_flops(compiled) -> float | None:
@@ -306,16 +334,14 @@ def time_calls(call: Callable[[], Any], *, warmup: int, repeats: int) -> list[fl
 def tree_signature(tree):
     """(treedef, [(shape, dtype, weak_type)]): what decides whether jit recompiles."""
     leaves, treedef = jax.tree.flatten(tree)
-    return treedef, [(tuple(x.shape), str(x.dtype), bool(jax.typeof(x).weak_type))
-                     for x in leaves]
+    return treedef, [(tuple(x.shape), str(x.dtype), bool(jax.typeof(x).weak_type)) for x in leaves]
 
 
 def signature_diff(before, after) -> str:
     """Human-readable difference of two ``tree_signature``s ('' if equal)."""
     if before[0] != after[0]:
         return "tree structure changed"
-    diffs = [f"leaf {i}: {a} -> {b}" for i, (a, b) in enumerate(zip(before[1], after[1]))
-             if a != b]
+    diffs = [f"leaf {i}: {a} -> {b}" for i, (a, b) in enumerate(zip(before[1], after[1])) if a != b]
     return "; ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
 
 
@@ -326,8 +352,9 @@ class StepTiming:
     recompile: str  # '' if the step's output state has its input's signature
 
 
-def time_train_step(compiled, state, batches, *, warmup: int, repeats: int,
-                    pipelined_steps: int = 0) -> tuple[StepTiming, Any]:
+def time_train_step(
+    compiled, state, batches, *, warmup: int, repeats: int, pipelined_steps: int = 0
+) -> tuple[StepTiming, Any]:
     """Times a donated ``step(state, batches) -> (state, metrics)``, threading the state.
 
     Also checks that the returned state has the signature of the input state (else the
@@ -384,8 +411,7 @@ def build_train_step(config, *, seed: int = 0) -> TrainStep:
     compiled for the flags of step 1; single device, no mesh."""
     model = transformer.from_config(config.model)
     tx = ts.make_optimizer(config.train)
-    method = methods.build(config, model=model, tx=tx, domains=DOMAINS,
-                           target_domain=TARGET_DOMAIN)
+    method = methods.build(config, model=model, tx=tx, domains=DOMAINS, target_domain=TARGET_DOMAIN)
     init_key, method_key = jax.random.split(jax.random.key(config.seed))
 
     def init_fn():
@@ -450,13 +476,21 @@ def lm_flops_per_token(model_cfg, vocab_size: int = tokenizer.VOCAB_SIZE) -> dic
 
         flops/token = 6 N_mm + 12 * layers * L * D.
     """
-    layers, d, f, length = (model_cfg.num_layers, model_cfg.width, model_cfg.mlp_dim,
-                            model_cfg.max_length)
+    layers, d, f, length = (
+        model_cfg.num_layers,
+        model_cfg.width,
+        model_cfg.mlp_dim,
+        model_cfg.max_length,
+    )
     n_mm = layers * (4 * d * d + 2 * d * f) + d * vocab_size
     dense = 6.0 * n_mm
     attention = 12.0 * layers * length * d
-    return {"n_matmul_params": float(n_mm), "dense": dense, "attention": attention,
-            "total": dense + attention}
+    return {
+        "n_matmul_params": float(n_mm),
+        "dense": dense,
+        "attention": attention,
+        "total": dense + attention,
+    }
 
 
 # Dense (no sparsity) peak TFLOP/s per device kind and matmul dtype, from the vendors'
@@ -503,20 +537,26 @@ def fmt(value, spec: str = ".3g") -> str:
     return str(value)
 
 
-def render_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]
-                 ) -> tuple[str, str]:
+def render_table(
+    rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]
+) -> tuple[str, str]:
     """(plain text, Markdown) of ``rows`` with ``columns`` = [(key, header, format)]."""
     cells = [[fmt(r.get(key), spec) for key, _, spec in columns] for r in rows]
     headers = [h for _, h, _ in columns]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
-    line = lambda xs: "  ".join(x.rjust(w) if i else x.ljust(w)  # noqa: E731
-                                for i, (x, w) in enumerate(zip(xs, widths)))
+    widths = [
+        max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+
+    def line(xs):
+        return "  ".join(
+            x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(xs, widths))
+        )
+
     text = "\n".join([line(headers), line(["-" * w for w in widths])] + [line(c) for c in cells])
-    md = "\n".join(["| " + " | ".join(headers) + " |",
-                    "|" + "|".join("---" for _ in headers) + "|"]
-                   + ["| " + " | ".join(x.replace("|", "\\|") for x in c) + " |"
-                      for c in cells])
+    md = "\n".join(
+        ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        + ["| " + " | ".join(x.replace("|", "\\|") for x in c) + " |" for c in cells]
+    )
     return text, md
 
 
@@ -530,8 +570,9 @@ def output_prefix(output: str, default_stem: str) -> pathlib.Path | None:
     return path / default_stem
 
 
-def write_outputs(prefix: pathlib.Path | None, payload: dict[str, Any], markdown: str, *,
-                  quiet: bool = False) -> None:
+def write_outputs(
+    prefix: pathlib.Path | None, payload: dict[str, Any], markdown: str, *, quiet: bool = False
+) -> None:
     if prefix is None:
         return
     prefix.parent.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,9 @@ from adaptive_data.methods import METHODS
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Base config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "One sub-directory per method goes here.")
-_METHODS = flags.DEFINE_list("methods", ["base", "align_filter", "anograd"],
-                            f"Methods to run, of {sorted(METHODS)}.")
+_METHODS = flags.DEFINE_list(
+    "methods", ["base", "align_filter", "anograd"], f"Methods to run, of {sorted(METHODS)}."
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -33,25 +34,40 @@ def summarize(method: str, rows: list[dict], warmup: int, seconds: float) -> dic
     """Final bits/byte and the mean selection shares after the warm-up."""
     evals = [r for r in rows if "eval/target_bpb" in r]
     after = [r for r in rows if r["step"] > warmup and "select/target_share" in r]
-    result = {"method": method, "steps": evals[-1]["step"],
-              "target_bpb": evals[-1]["eval/target_bpb"],
-              "generic_bpb": evals[-1]["eval/generic_bpb"], "seconds": seconds}
+    result = {
+        "method": method,
+        "steps": evals[-1]["step"],
+        "target_bpb": evals[-1]["eval/target_bpb"],
+        "generic_bpb": evals[-1]["eval/generic_bpb"],
+        "seconds": seconds,
+    }
     if after:
         selected = sum(r["select/target_share"] for r in after) / len(after)
         pool = sum(r["select/pool_target_share"] for r in after) / len(after)
-        result.update(target_share=selected, pool_target_share=pool,
-                      share_ratio=selected / pool if pool > 0 else float("nan"))
+        result.update(
+            target_share=selected,
+            pool_target_share=pool,
+            share_ratio=selected / pool if pool > 0 else float("nan"),
+        )
     return result
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| method | steps | target bpb | generic bpb | selected target share | "
-             "pool target share | ratio | wall s |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | steps | target bpb | generic bpb | selected target share | "
+        "pool target share | ratio | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        share = (f"{r['target_share']:.3f} | {r['pool_target_share']:.3f} | "
-                 f"{r['share_ratio']:.1f}x" if "target_share" in r else "- | - | -")
-        lines.append(f"| {r['method']} | {r['steps']} | {r['target_bpb']:.4f} | "
-                     f"{r['generic_bpb']:.4f} | {share} | {r['seconds']:.0f} |")
+        share = (
+            f"{r['target_share']:.3f} | {r['pool_target_share']:.3f} | {r['share_ratio']:.1f}x"
+            if "target_share" in r
+            else "- | - | -"
+        )
+        lines.append(
+            f"| {r['method']} | {r['steps']} | {r['target_bpb']:.4f} | "
+            f"{r['generic_bpb']:.4f} | {share} | {r['seconds']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -68,8 +84,9 @@ def main(argv):
         start = time.time()
         train.train_and_evaluate(config, str(root / method))
         rows = [json.loads(line) for line in (root / method / "metrics.jsonl").open()]
-        results.append(summarize(method, rows, int(config.select.warmup_steps),
-                                 time.time() - start))
+        results.append(
+            summarize(method, rows, int(config.select.warmup_steps), time.time() - start)
+        )
         print(markdown(results), flush=True)
     (root / "comparison.json").write_text(json.dumps(results, indent=2))
     (root / "comparison.md").write_text(markdown(results) + "\n")

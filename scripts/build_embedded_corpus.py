@@ -499,7 +499,7 @@ def provenance_markdown(manifest: dict, root: Path | None) -> str:
         f"Corpus revision: {manifest['corpus_revision']}; content digest "
         f"`{manifest['content_digest']}`.",
         "",
-        "Documents are decoded as UTF-8 with `errors=\"replace\"`, whitespace-stripped,",
+        'Documents are decoded as UTF-8 with `errors="replace"`, whitespace-stripped,',
         f"non-empty, at most {manifest['max_doc_bytes']} bytes of UTF-8, de-duplicated by exact",
         "text within a domain, and capped per domain (`max_docs`, `max_text_bytes` in the",
         "script) by taking documents in `sha256(doc_id)` order.",

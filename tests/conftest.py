@@ -53,8 +53,9 @@ def kill_after_checkpoint(command, checkpoint_dir, *, env=None, timeout_s=300):
     Fails if the run ends (or is still short of the checkpoint after ``timeout_s``)
     before it can be killed, so a passing resume test really resumed a killed run.
     """
-    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + timeout_s
     while not os.path.isdir(checkpoint_dir):
         assert proc.poll() is None, "run ended before its first checkpoint"
@@ -65,8 +66,15 @@ def kill_after_checkpoint(command, checkpoint_dir, *, env=None, timeout_s=300):
     proc.wait()
 
 
-def synthetic_lm_batch(rng: np.random.Generator, n: int, max_length: int, *,
-                       num_domains: int, first_id: int = 0, domain: int | None = None):
+def synthetic_lm_batch(
+    rng: np.random.Generator,
+    n: int,
+    max_length: int,
+    *,
+    num_domains: int,
+    first_id: int = 0,
+    domain: int | None = None,
+):
     """``n`` byte-LM examples of random bytes with random lengths, as the pipeline lays
     them out (``inputs``, ``targets``, ``mask``, ``num_bytes``, ``domain``), plus
     ``example_id`` = first_id .. first_id + n - 1 to trace where each example goes."""
@@ -74,11 +82,17 @@ def synthetic_lm_batch(rng: np.random.Generator, n: int, max_length: int, *,
     inputs = rng.integers(0, 256, size=(n, max_length)).astype(np.int32)
     targets = np.roll(inputs, -1, axis=1)
     mask = (np.arange(max_length)[None, :] < lengths[:, None]).astype(np.float32)
-    domains = (rng.integers(0, num_domains, size=n) if domain is None
-               else np.full((n,), domain)).astype(np.int32)
-    return {"inputs": inputs, "targets": targets, "mask": mask,
-            "num_bytes": lengths.astype(np.int32), "domain": domains,
-            "example_id": np.arange(first_id, first_id + n, dtype=np.int32)}
+    domains = (
+        rng.integers(0, num_domains, size=n) if domain is None else np.full((n,), domain)
+    ).astype(np.int32)
+    return {
+        "inputs": inputs,
+        "targets": targets,
+        "mask": mask,
+        "num_bytes": lengths.astype(np.int32),
+        "domain": domains,
+        "example_id": np.arange(first_id, first_id + n, dtype=np.int32),
+    }
 
 
 @pytest.fixture
@@ -93,9 +107,13 @@ def method_batches():
         for stream, (split, size) in method.streams.items():
             is_target = split.startswith("target")
             batches[stream] = synthetic_lm_batch(
-                rng, size, max_length, num_domains=method.num_domains,
+                rng,
+                size,
+                max_length,
+                num_domains=method.num_domains,
                 first_id=100_000 if is_target else 0,
-                domain=method.target_domain_id if is_target else None)
+                domain=method.target_domain_id if is_target else None,
+            )
         return jax.tree.map(jax.numpy.asarray, batches)
 
     return make

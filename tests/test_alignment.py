@@ -65,9 +65,9 @@ class _TinyLM(nn.Module):
         pos_LD = self.param("pos", nn.initializers.normal(0.1), (_LEN, dim))
         x_BLD = nn.Embed(_VOCAB, dim, name="embed")(inputs_BL) + pos_LD[None]
         causal_B1LL = nn.make_causal_mask(inputs_BL)
-        x_BLD = x_BLD + nn.MultiHeadDotProductAttention(
-            num_heads=2, qkv_features=dim, name="attn"
-        )(x_BLD, mask=causal_B1LL)
+        x_BLD = x_BLD + nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=dim, name="attn")(
+            x_BLD, mask=causal_B1LL
+        )
         x_BLD = nn.LayerNorm(name="norm")(x_BLD)
         return nn.Dense(_VOCAB, name="out")(x_BLD)
 

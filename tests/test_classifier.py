@@ -36,23 +36,29 @@ def test_gradient_matches_finite_differences(x64):
     x_t, x_g, w, b = toy()
     phi = {"w": jnp.asarray(w), "b": jnp.asarray(b)}
     grad, metrics = classifier_lib.classifier_gradient(
-        linear_logits, phi, {"x": jnp.asarray(x_g)}, {"x": jnp.asarray(x_t)})
+        linear_logits, phi, {"x": jnp.asarray(x_g)}, {"x": jnp.asarray(x_t)}
+    )
     assert grad["w"].dtype == jnp.float64
     np.testing.assert_allclose(metrics["outer/objective"], np_loss(w, b, x_t, x_g), rtol=1e-12)
 
     eps = 1e-6
-    fd_w = np.array([
-        (np_loss(w + eps * e, b, x_t, x_g) - np_loss(w - eps * e, b, x_t, x_g)) / (2 * eps)
-        for e in np.eye(len(w))])
+    fd_w = np.array(
+        [
+            (np_loss(w + eps * e, b, x_t, x_g) - np_loss(w - eps * e, b, x_t, x_g)) / (2 * eps)
+            for e in np.eye(len(w))
+        ]
+    )
     fd_b = (np_loss(w, b + eps, x_t, x_g) - np_loss(w, b - eps, x_t, x_g)) / (2 * eps)
     np.testing.assert_allclose(grad["w"], fd_w, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(grad["b"], fd_b, rtol=1e-7, atol=1e-9)
-    np.testing.assert_allclose(metrics["outer/grad_norm"],
-                               np.sqrt(np.sum(fd_w**2) + fd_b**2), rtol=1e-7)
+    np.testing.assert_allclose(
+        metrics["outer/grad_norm"], np.sqrt(np.sum(fd_w**2) + fd_b**2), rtol=1e-7
+    )
 
     z_t, z_g = x_t @ w + b, x_g @ w + b
-    np.testing.assert_allclose(metrics["classifier/accuracy"],
-                               0.5 * (np.mean(z_t > 0) + np.mean(z_g <= 0)))
+    np.testing.assert_allclose(
+        metrics["classifier/accuracy"], 0.5 * (np.mean(z_t > 0) + np.mean(z_g <= 0))
+    )
     np.testing.assert_allclose(metrics["classifier/target_logit"], z_t.mean(), rtol=1e-12)
     np.testing.assert_allclose(metrics["classifier/generic_logit"], z_g.mean(), rtol=1e-12)
 
@@ -62,10 +68,12 @@ def test_sets_weigh_equally_whatever_their_sizes(x64):
     phi = {"w": jnp.asarray(w), "b": jnp.asarray(b)}
     target = {"x": jnp.asarray(x_t)}
     grad_1, m_1 = classifier_lib.classifier_gradient(
-        linear_logits, phi, {"x": jnp.asarray(x_g)}, target)
+        linear_logits, phi, {"x": jnp.asarray(x_g)}, target
+    )
     x_g2 = np.concatenate([x_g, x_g])  # every generic example twice
     grad_2, m_2 = classifier_lib.classifier_gradient(
-        linear_logits, phi, {"x": jnp.asarray(x_g2)}, target)
+        linear_logits, phi, {"x": jnp.asarray(x_g2)}, target
+    )
     np.testing.assert_allclose(m_2["outer/objective"], m_1["outer/objective"], rtol=1e-12)
     for key in ("w", "b"):
         np.testing.assert_allclose(grad_2[key], grad_1[key], rtol=1e-12, atol=1e-15)
@@ -101,8 +109,11 @@ def test_adam_training_separates_a_toy():
     assert float(metrics["outer/objective"]) < 0.1 * first_loss
     # Held-out points: all classified correctly.
     _, held_out = classifier_lib.classifier_gradient(
-        linear_logits, phi, separable_toy(rng, 500, target=False),
-        separable_toy(rng, 500, target=True))
+        linear_logits,
+        phi,
+        separable_toy(rng, 500, target=False),
+        separable_toy(rng, 500, target=True),
+    )
     assert float(held_out["classifier/accuracy"]) == 1.0
     assert held_out["classifier/target_logit"] > 0 > held_out["classifier/generic_logit"]
 
@@ -112,8 +123,14 @@ def test_jit_matches_eager():
     method = classifier_lib.classifier(linear_logits, optax.adam(0.1))
     phi = {"w": jnp.array([0.2, -0.1]), "b": jnp.array(0.0)}
     state = method.init(phi)
-    args = (phi, state, None, separable_toy(rng, 6, False), separable_toy(rng, 3, True),
-            jax.random.key(0))
+    args = (
+        phi,
+        state,
+        None,
+        separable_toy(rng, 6, False),
+        separable_toy(rng, 3, True),
+        jax.random.key(0),
+    )
     eager = method.update(*args)
     jitted = jax.jit(method.update)(*args)
     for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
@@ -136,7 +153,8 @@ def test_weighting_cnn_logits():
     method = classifier_lib.classifier(logit_fn, optax.adam(1e-3))
     state = method.init(params)
     new_params, state, metrics = jax.jit(method.update)(
-        params, state, None, {"inputs": inputs_g}, {"inputs": inputs_t}, None)
+        params, state, None, {"inputs": inputs_g}, {"inputs": inputs_t}, None
+    )
     assert int(state.count) == 1
     assert all(bool(jnp.isfinite(v)) for v in metrics.values())
     assert jax.tree.structure(new_params) == jax.tree.structure(params)

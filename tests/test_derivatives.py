@@ -28,8 +28,10 @@ def _mlp_loss(params, batch):
 def test_hvp_matches_dense_hessian_of_tiny_mlp():
     rng = np.random.default_rng(1)
     params = {
-        "w1": rng.normal(size=(3, 4)), "b1": rng.normal(size=4),
-        "w2": rng.normal(size=4), "b2": np.array(0.5),
+        "w1": rng.normal(size=(3, 4)),
+        "b1": rng.normal(size=4),
+        "w2": rng.normal(size=4),
+        "b2": np.array(0.5),
     }
     params = jax.tree.map(jnp.asarray, params)
     batch = {"x": jnp.asarray(rng.normal(size=(6, 3))), "y": jnp.asarray(rng.normal(size=6))}
@@ -100,9 +102,7 @@ def test_weights_pullback_and_entropy():
 
     cot_B = jnp.array([1.0, -2.0, 0.5, 0.3, 1.5])
     for normalize in (False, True):
-        w_B, pullback = derivatives.weights_and_pullback(
-            weight_fn, phi, batch, normalize=normalize
-        )
+        w_B, pullback = derivatives.weights_and_pullback(weight_fn, phi, batch, normalize=normalize)
         w = np.exp(np.asarray(phi)[np.asarray(batch["domain"])])
         one_hot = np.eye(3)[np.asarray(batch["domain"])]
         jac = w[:, None] * one_hot  # dw_i/dphi_k

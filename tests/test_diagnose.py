@@ -28,9 +28,13 @@ def _stat(mean, stderr=0.01):
 
 
 def _results(**overrides):
-    results = {"alignment_gain": _stat(0.5), "cosine_gain": _stat(0.1),
-               "lookahead_gain": _stat(0.2), "rank_corr_target_batches": _stat(0.9),
-               "rank_corr_checkpoints": _stat(0.8)}
+    results = {
+        "alignment_gain": _stat(0.5),
+        "cosine_gain": _stat(0.1),
+        "lookahead_gain": _stat(0.2),
+        "rank_corr_target_batches": _stat(0.9),
+        "rank_corr_checkpoints": _stat(0.8),
+    }
     results.update(overrides)
     return results
 
@@ -79,15 +83,18 @@ def test_verdict_without_checkpoint_comparison():
 # ------------------------------------------------------------------ checkpoint choice
 
 
-@pytest.mark.parametrize("steps, warmup, step, expected", [
-    ([0, 5, 10], 5, None, (5, 0)),      # earliest at/after warm-up; compared with the one before
-    ([10, 5], 5, None, (5, 10)),        # the first checkpoint: compared with the one after
-    ([5, 10], 6, None, (10, 5)),
-    ([2, 4], 5, None, (4, 2)),          # none at/after the warm-up: the latest
-    ([10], 0, None, (10, None)),        # a single checkpoint: no comparison
-    ([0, 5, 10], 5, 10, (10, 5)),       # config.diagnose.step
-    ([0, 5, 10], 5, 0, (0, 5)),
-])
+@pytest.mark.parametrize(
+    "steps, warmup, step, expected",
+    [
+        ([0, 5, 10], 5, None, (5, 0)),  # earliest at/after warm-up; compared with the one before
+        ([10, 5], 5, None, (5, 10)),  # the first checkpoint: compared with the one after
+        ([5, 10], 6, None, (10, 5)),
+        ([2, 4], 5, None, (4, 2)),  # none at/after the warm-up: the latest
+        ([10], 0, None, (10, None)),  # a single checkpoint: no comparison
+        ([0, 5, 10], 5, 10, (10, 5)),  # config.diagnose.step
+        ([0, 5, 10], 5, 0, (0, 5)),
+    ],
+)
 def test_choose_checkpoints(steps, warmup, step, expected):
     assert diagnose.choose_checkpoints(steps, warmup, step) == expected
 
@@ -118,7 +125,7 @@ def _toy_batches(rng, *, direction=None, planted_fraction=0.0):
     batches = []
     for _ in range(NUM_BATCHES):
         big = rng.normal(size=(BIG, D))
-        planted = rng.permutation(BIG)[:int(planted_fraction * BIG)]
+        planted = rng.permutation(BIG)[: int(planted_fraction * BIG)]
         big[planted] += shift
         targets = [shift + rng.normal(size=(M, D)) for _ in range(3)]
         batches.append(tuple({"x": jnp.asarray(x, jnp.float32)} for x in (big, *targets)))
@@ -148,13 +155,13 @@ def test_toy_independent_target_gain_is_noise_but_in_sample_gain_is_not():
         assert abs(s["mean"]) < 3 * s["stderr"], (key, s)
     # For a linear loss, L_V(theta - eta g) = L_V(theta) - eta <g_v, g>: (ii) = eta * (i).
     assert results["lookahead_gain"]["mean"] == pytest.approx(
-        ETA * results["alignment_gain"]["mean"], abs=1e-4)
+        ETA * results["alignment_gain"]["mean"], abs=1e-4
+    )
     # Rankings under two independent random target gradients are unrelated.
     assert abs(results["rank_corr_target_batches"]["mean"]) < 0.2
     ok, reasons = diagnose.verdict(results)
     assert not ok
-    assert any(r.startswith("(iii) rank_corr_target_batches") and "unstable" in r
-               for r in reasons)
+    assert any(r.startswith("(iii) rank_corr_target_batches") and "unstable" in r for r in reasons)
 
     # The same gain measured against the scoring gradient g_a, computed directly.
     in_sample = []
@@ -180,8 +187,9 @@ def test_toy_planted_aligned_subset_gain_is_clearly_positive():
     batches = _toy_batches(rng, direction=direction, planted_fraction=0.25)
     params = _params(rng)
     stats_fn = diagnose.make_batch_statistics(_linear_loss, B, ETA)
-    results = diagnose.batch_statistics_summary(stats_fn, params, batches,
-                                                previous_params=_params(rng))
+    results = diagnose.batch_statistics_summary(
+        stats_fn, params, batches, previous_params=_params(rng)
+    )
 
     for key in ("alignment_gain", "cosine_gain", "lookahead_gain"):
         s = results[key]
@@ -206,9 +214,16 @@ def test_diagnose_writes_statistics_and_verdict(tfds_dir, tmp_path):
     from test_train import _config
 
     workdir = str(tmp_path / "diag")
-    config = _config(tfds_dir, "runlocal", **{"train.steps": 10, "checkpoint.every": 5,
-                                              "train.eval_every": 10,
-                                              "select.warmup_steps": 6})
+    config = _config(
+        tfds_dir,
+        "runlocal",
+        **{
+            "train.steps": 10,
+            "checkpoint.every": 5,
+            "train.eval_every": 10,
+            "select.warmup_steps": 6,
+        },
+    )
     train.train_and_evaluate(config, workdir)
     steps = ckpt.checkpoint_steps(workdir)
     assert 5 in steps and 10 in steps
@@ -216,13 +231,26 @@ def test_diagnose_writes_statistics_and_verdict(tfds_dir, tmp_path):
     report = diagnose.diagnose(config, workdir, num_batches=3)
     with open(os.path.join(workdir, "diagnose.json")) as f:
         saved = json.load(f)
-    assert set(saved) == {"checkpoint_step", "comparison_checkpoint_step", "num_batches",
-                          "big_batch", "b", "eta", "statistics",
-                          "selection_expected_to_help", "reasons"}
+    assert set(saved) == {
+        "checkpoint_step",
+        "comparison_checkpoint_step",
+        "num_batches",
+        "big_batch",
+        "b",
+        "eta",
+        "statistics",
+        "selection_expected_to_help",
+        "reasons",
+    }
     assert saved["selection_expected_to_help"] == report["selection_expected_to_help"]
     stats = saved["statistics"]
-    for key in ("alignment_gain", "cosine_gain", "lookahead_gain", "rank_corr_target_batches",
-                "rank_corr_checkpoints"):
+    for key in (
+        "alignment_gain",
+        "cosine_gain",
+        "lookahead_gain",
+        "rank_corr_target_batches",
+        "rank_corr_checkpoints",
+    ):
         assert key in stats and set(stats[key]) == {"mean", "stderr", "min", "max"}
     assert all(np.isfinite(s["mean"]) for s in stats.values())
     # Default: the earliest checkpoint at or after the selection warm-up (6).

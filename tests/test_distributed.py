@@ -19,25 +19,45 @@ from conftest import REPO_ROOT, kill_after_checkpoint
 
 pytestmark = pytest.mark.slow
 
-FLAGS = ("--config.train.steps=24", "--config.checkpoint.every=8", "--config.train.eval_every=8",
-         "--config.train.log_every=4")
+FLAGS = (
+    "--config.train.steps=24",
+    "--config.checkpoint.every=8",
+    "--config.train.eval_every=8",
+    "--config.train.log_every=4",
+)
 RTOL, ATOL = 1e-5, 1e-6
 
 
 def _command(workdir, tfds_dir, method, *extra):
-    return [sys.executable, "-m", "adaptive_data.main",
-            f"--config=configs/default.py:runlocal,method={method}", f"--workdir={workdir}",
-            f"--config.data.tfds_data_dir={tfds_dir}", *FLAGS, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "adaptive_data.main",
+        f"--config=configs/default.py:runlocal,method={method}",
+        f"--workdir={workdir}",
+        f"--config.data.tfds_data_dir={tfds_dir}",
+        *FLAGS,
+        *extra,
+    ]
 
 
 def _env(devices):
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-            "JAX_PLATFORMS": "cpu"}
+    return {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu",
+    }
 
 
 def _run(workdir, tfds_dir, method, devices, *extra):
-    result = subprocess.run(_command(workdir, tfds_dir, method, *extra), cwd=REPO_ROOT,
-                            env=_env(devices), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        _command(workdir, tfds_dir, method, *extra),
+        cwd=REPO_ROOT,
+        env=_env(devices),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
@@ -53,8 +73,13 @@ def assert_same_metrics(workdir_a, workdir_b):
     for a, b in zip(rows_a, rows_b):
         keys = sorted(set(a) - {"steps_per_sec"})
         assert keys == sorted(set(b) - {"steps_per_sec"})
-        np.testing.assert_allclose([b[k] for k in keys], [a[k] for k in keys], rtol=RTOL,
-                                   atol=ATOL, err_msg=f"step {a['step']}: keys {keys}")
+        np.testing.assert_allclose(
+            [b[k] for k in keys],
+            [a[k] for k in keys],
+            rtol=RTOL,
+            atol=ATOL,
+            err_msg=f"step {a['step']}: keys {keys}",
+        )
 
 
 @pytest.fixture(scope="session")
@@ -94,25 +119,43 @@ def _free_port():
 def test_two_processes_match_one_process(runs, tfds_dir, tmp_path):
     workdir = str(tmp_path / "two_processes")
     port = _free_port()
-    procs = [subprocess.Popen(
-        _command(workdir, tfds_dir, "base", f"--coordinator_address=127.0.0.1:{port}",
-                 "--num_processes=2", f"--process_id={i}"),
-        cwd=REPO_ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            _command(
+                workdir,
+                tfds_dir,
+                "base",
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ),
+            cwd=REPO_ROOT,
+            env=_env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
     # Each process saved its own data-iterator position.
     last = os.path.join(workdir, "checkpoints", "24", "generic")
     assert sorted(f for f in os.listdir(last) if f.startswith("process_")) == [
-        "process_0-of-2.json", "process_1-of-2.json"]
+        "process_0-of-2.json",
+        "process_1-of-2.json",
+    ]
     assert_same_metrics(runs("base", 1), workdir)
 
 
 def test_sigkill_and_resume_on_eight_devices(runs, tfds_dir, tmp_path):
     workdir = str(tmp_path / "killed")
-    kill_after_checkpoint(_command(workdir, tfds_dir, "anograd"),
-                          os.path.join(workdir, "checkpoints", "8"), env=_env(8))
+    kill_after_checkpoint(
+        _command(workdir, tfds_dir, "anograd"),
+        os.path.join(workdir, "checkpoints", "8"),
+        env=_env(8),
+    )
     assert _rows(workdir)[-1]["step"] < 24
     _run(workdir, tfds_dir, "anograd", 8)
     assert_same_metrics(runs("anograd", 8), workdir)

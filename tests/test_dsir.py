@@ -75,10 +75,12 @@ def test_two_document_corpus_by_hand():
     inputs = jnp.array(docs, jnp.int32)
     counts_BM = dsir.hashed_ngram_counts(inputs, m)
     np.testing.assert_array_equal(counts_BM, np.stack([dense(c, m) for c in counts]))
-    np.testing.assert_allclose(dsir.feature_log_probs(counts_BM[0], smoothing=s), log_p_t,
-                               rtol=1e-6)
-    np.testing.assert_allclose(dsir.feature_log_probs(counts_BM[1], smoothing=s), log_p_g,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        dsir.feature_log_probs(counts_BM[0], smoothing=s), log_p_t, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        dsir.feature_log_probs(counts_BM[1], smoothing=s), log_p_g, rtol=1e-6
+    )
     got = dsir.log_importance_weights(counts_BM, counts_BM[0], counts_BM[1], smoothing=s)
     np.testing.assert_allclose(got, log_w, rtol=1e-5, atol=1e-6)
     assert got[0] > 0 > got[1]
@@ -88,11 +90,13 @@ def test_two_document_corpus_by_hand():
     phi = dsir.zero_counts(m)
     state = method.init(phi)
     phi, state, metrics = method.update(
-        phi, state, None, {"inputs": inputs[1:2]}, {"inputs": inputs[0:1]}, None)
+        phi, state, None, {"inputs": inputs[1:2]}, {"inputs": inputs[0:1]}, None
+    )
     np.testing.assert_array_equal(phi.target_M, dense(counts[0], m))
     np.testing.assert_array_equal(phi.generic_M, dense(counts[1], m))
-    np.testing.assert_allclose(dsir.dsir_log_weights(phi, inputs, smoothing=s), log_w,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        dsir.dsir_log_weights(phi, inputs, smoothing=s), log_w, rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(metrics["dsir/feature_kl"], kl, rtol=1e-5)
     assert float(metrics["dsir/target_ngrams"]) == 7
     assert float(metrics["dsir/generic_ngrams"]) == 9
@@ -108,12 +112,17 @@ def test_feature_log_probs_uniform_without_counts():
 def test_padding_contributes_nothing():
     m = 11
     a, b, c = 5, 6, 7
-    counts = dsir.hashed_ngram_counts(jnp.array([
-        [a, b, PAD, PAD, c],   # padding in the middle: no (b, c) bigram
-        [a, b, PAD, PAD, PAD],
-        [c, PAD, PAD, PAD, PAD],
-        [PAD] * 5,
-    ]), m)
+    counts = dsir.hashed_ngram_counts(
+        jnp.array(
+            [
+                [a, b, PAD, PAD, c],  # padding in the middle: no (b, c) bigram
+                [a, b, PAD, PAD, PAD],
+                [c, PAD, PAD, PAD, PAD],
+                [PAD] * 5,
+            ]
+        ),
+        m,
+    )
     np.testing.assert_array_equal(counts[0], counts[1] + counts[2])
     np.testing.assert_array_equal(counts[3], np.zeros(m))
     assert float(counts[0].sum()) == 3 + 1
@@ -163,22 +172,28 @@ def test_update_accumulates_exactly_under_jit():
     np.testing.assert_array_equal(phi.target_M, want_t)
     np.testing.assert_array_equal(phi.generic_M, want_g)
     for b in generic:  # total_ngram_counts == the per-example counts summed
-        np.testing.assert_array_equal(dsir.total_ngram_counts(b["inputs"], m),
-                                      dsir.hashed_ngram_counts(b["inputs"], m).sum(axis=0))
+        np.testing.assert_array_equal(
+            dsir.total_ngram_counts(b["inputs"], m),
+            dsir.hashed_ngram_counts(b["inputs"], m).sum(axis=0),
+        )
     assert int(state.count) == 2
     assert float(metrics["dsir/target_ngrams"]) == want_t.sum()
     assert float(metrics["dsir/generic_ngrams"]) == want_g.sum()
     p_t = (want_t + s) / (want_t.sum() + m * s)
     p_g = (want_g + s) / (want_g.sum() + m * s)
-    np.testing.assert_allclose(metrics["dsir/feature_kl"], np.sum(p_t * np.log(p_t / p_g)),
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        metrics["dsir/feature_kl"], np.sum(p_t * np.log(p_t / p_g)), rtol=1e-4
+    )
     # Gather-based scoring equals the count-based formula.
     inputs = generic[0]["inputs"]
     np.testing.assert_allclose(
         jax.jit(dsir.dsir_log_weights)(phi, inputs),
-        dsir.log_importance_weights(dsir.hashed_ngram_counts(inputs, m), phi.target_M,
-                                    phi.generic_M, smoothing=s),
-        rtol=1e-5, atol=1e-5)
+        dsir.log_importance_weights(
+            dsir.hashed_ngram_counts(inputs, m), phi.target_M, phi.generic_M, smoothing=s
+        ),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_target_like_example_scores_higher():
@@ -188,12 +203,19 @@ def test_target_like_example_scores_higher():
         return jnp.stack([jnp.asarray(tokenizer.lm_example(t, length)["inputs"]) for t in texts])
 
     target = encode(["the cat sat on the mat", "a dog and the cat ran", "the sun is on the hill"])
-    generic = encode(["def f(x): return x + 1", "for i in range(10): pass",
-                      "import numpy as np", "x = [i * 2 for i in y]"])
+    generic = encode(
+        [
+            "def f(x): return x + 1",
+            "for i in range(10): pass",
+            "import numpy as np",
+            "x = [i * 2 for i in y]",
+        ]
+    )
     method = dsir.dsir(m)
     phi = dsir.zero_counts(m)
-    phi, _, metrics = method.update(phi, method.init(phi), None, {"inputs": generic},
-                                    {"inputs": target}, None)
+    phi, _, metrics = method.update(
+        phi, method.init(phi), None, {"inputs": generic}, {"inputs": target}, None
+    )
     assert float(metrics["dsir/feature_kl"]) > 0.0
     queries = encode(["the cat and the dog sat", "def g(y): return y * 2"])
     log_w = dsir.dsir_log_weights(phi, queries)

@@ -9,11 +9,14 @@ from adaptive_data import metrics
 
 
 def test_name_domains_expands_vectors_and_indices():
-    row = {"select/domain_share": np.array([0.25, 0.75]), "mixture/alpha/1": 0.6,
-           "train/loss": 1.0}
+    row = {"select/domain_share": np.array([0.25, 0.75]), "mixture/alpha/1": 0.6, "train/loss": 1.0}
     named = metrics.name_domains(row, ("code", "news"))
-    assert named == {"select/domain_share/code": 0.25, "select/domain_share/news": 0.75,
-                     "mixture/alpha/news": 0.6, "train/loss": 1.0}
+    assert named == {
+        "select/domain_share/code": 0.25,
+        "select/domain_share/news": 0.75,
+        "mixture/alpha/news": 0.6,
+        "train/loss": 1.0,
+    }
 
 
 def test_check_finite_names_step_and_quantity():
@@ -24,11 +27,17 @@ def test_check_finite_names_step_and_quantity():
 
 def test_collapse_monitor_warns_once_per_kind():
     monitor = metrics.CollapseMonitor(batch_size=8, big_batch_size=64)
-    healthy = {"select/active": 1.0, "select/ess_fraction": 0.5,
-               "select/domain_share/a": 0.5, "select/domain_share/b": 0.5}
+    healthy = {
+        "select/active": 1.0,
+        "select/ess_fraction": 0.5,
+        "select/domain_share/a": 0.5,
+        "select/domain_share/b": 0.5,
+    }
     assert monitor.check(1, healthy) == []
-    collapsed = dict(healthy, **{"select/ess_fraction": 0.05, "select/domain_share/a": 1.0,
-                                 "select/domain_share/b": 0.0})
+    collapsed = dict(
+        healthy,
+        **{"select/ess_fraction": 0.05, "select/domain_share/a": 1.0, "select/domain_share/b": 0.0},
+    )
     messages = monitor.check(2, collapsed)
     assert len(messages) == 2 and "3.2 examples of 64" in messages[0]
     assert "100% of the selected examples are from domain 'a'" in messages[1]

@@ -42,8 +42,12 @@ def test_domain_alignment_matches_explicit_per_domain_gradients():
     theta = rng.normal(size=d)
     g_s = rng.normal(size=d)
     got, count = mixture.domain_alignment(
-        loss_fn, {"w": jnp.asarray(theta)}, {"x": x, "y": y}, jnp.asarray(domain),
-        num_domains, {"w": jnp.asarray(g_s)},
+        loss_fn,
+        {"w": jnp.asarray(theta)},
+        {"x": x, "y": y},
+        jnp.asarray(domain),
+        num_domains,
+        {"w": jnp.asarray(g_s)},
     )
     grads = (x @ theta - y)[:, None] * x
     for k in range(num_domains):
@@ -58,7 +62,8 @@ def test_exponentiated_gradient_stays_on_simplex_with_floor():
     num_domains, smoothing = 5, 0.05
     update = jax.jit(
         lambda a, g, p: mixture.exponentiated_gradient_update(
-            a, g, p, step_size=3.0, smoothing=smoothing)
+            a, g, p, step_size=3.0, smoothing=smoothing
+        )
     )
     alpha = jnp.full(num_domains, 1.0 / num_domains)
     for _ in range(300):
@@ -79,7 +84,8 @@ def test_exponentiated_gradient_matches_formula_and_ignores_absent_domains():
     alignment = jnp.array([1.0, -0.5, 100.0])
     present = jnp.array([True, True, False])
     got = mixture.exponentiated_gradient_update(
-        alpha, alignment, present, step_size=0.7, smoothing=0.1)
+        alpha, alignment, present, step_size=0.7, smoothing=0.1
+    )
     raw = np.array([0.2, 0.3, 0.5]) * np.exp(0.7 * np.array([1.0, -0.5, 0.0]))
     np.testing.assert_allclose(got, 0.9 * raw / raw.sum() + 0.1 / 3, rtol=1e-12)
 
@@ -117,16 +123,33 @@ def test_mixture_moves_toward_aligned_domain(kind):
     smoothing = 0.01
     methods = {
         "eg": lambda: mixture.mixture(
-            loss_fn, num_domains, update="eg", step_size=0.05, smoothing=smoothing),
+            loss_fn, num_domains, update="eg", step_size=0.05, smoothing=smoothing
+        ),
         "anograd": lambda: mixture.mixture(
-            loss_fn, num_domains, update="hypergradient", phi_tx=optax.adam(0.1),
-            smoothing=smoothing),
+            loss_fn,
+            num_domains,
+            update="hypergradient",
+            phi_tx=optax.adam(0.1),
+            smoothing=smoothing,
+        ),
         "dds": lambda: mixture.mixture(
-            loss_fn, num_domains, update="hypergradient", objective="dds", eta=0.05,
-            phi_tx=optax.adam(0.1), smoothing=smoothing),
+            loss_fn,
+            num_domains,
+            update="hypergradient",
+            objective="dds",
+            eta=0.05,
+            phi_tx=optax.adam(0.1),
+            smoothing=smoothing,
+        ),
         "dds_limit": lambda: mixture.mixture(
-            loss_fn, num_domains, update="hypergradient", objective="dds", eta=0.0,
-            phi_tx=optax.adam(0.1), smoothing=smoothing),
+            loss_fn,
+            num_domains,
+            update="hypergradient",
+            objective="dds",
+            eta=0.0,
+            phi_tx=optax.adam(0.1),
+            smoothing=smoothing,
+        ),
     }
     method = methods[kind]()
     phi = jnp.zeros(num_domains)
@@ -142,11 +165,118 @@ def test_mixture_moves_toward_aligned_domain(kind):
     assert alpha[0] > 0.8, alpha
     assert alpha[1] < alpha[2] or alpha[1] < 0.05, alpha
     assert int(state.count) == 30
-    np.testing.assert_allclose(
-        alpha, mixture.mixture_alpha(phi, smoothing=smoothing), rtol=1e-6)
+    np.testing.assert_allclose(alpha, mixture.mixture_alpha(phi, smoothing=smoothing), rtol=1e-6)
     for k in range(num_domains):
         np.testing.assert_allclose(metrics[f"mixture/alpha/{k}"], alpha[k])
     assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def _hypergradient_step(method, logits, theta, generic, target):
+    """The gradient fed to phi_tx = sgd(1): logits - new logits."""
+    new_logits, _, metrics = jax.jit(method.update)(
+        logits, method.init(logits, theta), theta, generic, target, jax.random.key(0)
+    )
+    return np.asarray(logits - new_logits), metrics
+
+
+def _explicit_mixture_weights(logits, domain, smoothing, num_domains=3):
+    """w_i = alpha_{d_i} / n_{d_i}, written out."""
+    alpha = (1 - smoothing) * jax.nn.softmax(logits) + smoothing / num_domains
+    counts = jnp.array([jnp.sum(domain == k) for k in range(num_domains)], logits.dtype)
+    return alpha[domain] / counts[domain]
+
+
+def test_mixture_hypergradient_honours_anograd_normalization():
+    generic, target, _ = _toy()
+    theta = {"w": jnp.array([0.4, 0.3, -0.2])}
+    logits = jnp.array([0.2, -0.4, 0.1])
+    smoothing, eps = 0.05, 1e-8
+
+    def make(normalization):
+        return mixture.mixture(
+            loss_fn,
+            3,
+            update="hypergradient",
+            phi_tx=optax.sgd(1.0),
+            smoothing=smoothing,
+            eps=eps,
+            normalization=normalization,
+        )
+
+    got, metrics = _hypergradient_step(make("hessian"), logits, theta, generic, target)
+    norm_direction, _ = _hypergradient_step(make("norm"), logits, theta, generic, target)
+    assert np.linalg.norm(got - norm_direction) > 1e-3 * np.linalg.norm(got)
+    assert float(metrics["anograd/curvature_fallback"]) == 0.0
+    # Explicit reference: per-example gradients of 0.5 (x^T w - y)^2 and H_s = X_s^T X_s / M.
+    x, y, xs = generic["x"], generic["y"], target["x"]
+    grads = (x @ theta["w"] - y)[:, None] * x
+    g_s = xs.T @ (xs @ theta["w"] - target["y"]) / xs.shape[0]
+    hessian_s = xs.T @ xs / xs.shape[0]
+
+    def explicit_objective(lg):
+        g_w = grads.T @ _explicit_mixture_weights(lg, generic["domain"], smoothing)
+        return -(g_w @ g_s) / jnp.sqrt(g_w @ hessian_s @ g_w + eps)
+
+    np.testing.assert_allclose(got, jax.grad(explicit_objective)(logits), rtol=1e-8, atol=1e-12)
+    # The same as a direct ANOGRAD call with the mixture's weight_fn.
+    direct = outer.anograd(
+        loss_fn,
+        mixture.mixture_weight_fn(3, smoothing=smoothing),
+        optax.sgd(1.0),
+        normalization="hessian",
+        eps=eps,
+    )
+    direct_direction, _ = _hypergradient_step(direct, logits, theta, generic, target)
+    np.testing.assert_allclose(got, direct_direction, rtol=1e-12, atol=1e-15)
+
+
+def test_mixture_hypergradient_honours_dds_eta():
+    generic, target, _ = _toy()
+    theta = np.array([0.4, 0.3, -0.2])
+    logits = np.array([0.2, -0.4, 0.1])
+    smoothing, eta = 0.05, 0.3
+
+    def make(step):
+        return mixture.mixture(
+            loss_fn,
+            3,
+            update="hypergradient",
+            objective="dds",
+            eta=step,
+            phi_tx=optax.sgd(1.0),
+            smoothing=smoothing,
+        )
+
+    got, _ = _hypergradient_step(
+        make(eta), jnp.asarray(logits), {"w": jnp.asarray(theta)}, generic, target
+    )
+    limit, _ = _hypergradient_step(
+        make(0.0), jnp.asarray(logits), {"w": jnp.asarray(theta)}, generic, target
+    )
+    assert np.linalg.norm(got / eta - limit) > 1e-3 * np.linalg.norm(limit)
+    # Central finite differences of L_s(theta - eta sum_i wbar_i grad l_i), numpy float64.
+    x, y, xs, ys = generic["x"], generic["y"], target["x"], target["y"]
+
+    def lookahead_loss(lg):
+        w = np.asarray(_explicit_mixture_weights(jnp.asarray(lg), generic["domain"], smoothing))
+        step = ((x @ theta - y)[:, None] * x).T @ (w / w.sum())
+        return 0.5 * np.mean((xs @ (theta - eta * step) - ys) ** 2)
+
+    h = 1e-6
+    fd = np.array(
+        [
+            (lookahead_loss(logits + h * e) - lookahead_loss(logits - h * e)) / (2 * h)
+            for e in np.eye(3)
+        ]
+    )
+    np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-10)
+    direct = outer.dds(
+        loss_fn, mixture.mixture_weight_fn(3, smoothing=smoothing), optax.sgd(1.0), eta=eta
+    )
+    direct_direction, _ = _hypergradient_step(
+        direct, jnp.asarray(logits), {"w": jnp.asarray(theta)}, generic, target
+    )
+    np.testing.assert_allclose(got, direct_direction, rtol=1e-12, atol=1e-15)
 
 
 def test_mixture_hypergradient_with_soba():
@@ -160,7 +290,8 @@ def test_mixture_hypergradient_with_soba():
     state = method.init(phi, theta)
     assert isinstance(state.inner_state, outer.SobaState)
     phi, state, metrics = jax.jit(method.update)(
-        phi, state, theta, generic, target, jax.random.key(0))
+        phi, state, theta, generic, target, jax.random.key(0)
+    )
     assert all(np.isfinite(float(v)) for v in metrics.values())
     np.testing.assert_allclose(jnp.sum(state.alpha_K), 1.0, rtol=1e-12)
 
@@ -172,3 +303,5 @@ def test_mixture_rejects_bad_options():
         mixture.mixture(loss_fn, 3, update="hypergradient", objective="nope")
     with pytest.raises(ValueError):
         mixture.mixture(loss_fn, 3, smoothing=1.5)
+    with pytest.raises(ValueError, match="normalization"):
+        mixture.mixture(loss_fn, 3, update="hypergradient", normalization="nope")

@@ -8,6 +8,7 @@ F(theta, phi) = sum_i w_i l_i / sum_i w_i, L_s = mean over the target set of
 """
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -42,10 +43,16 @@ class Ridge:
         self.theta = rng.normal(size=D)
         # numpy float64 batches: converted under the tests' x64 context when used.
         self.generic = {
-            "x": self.x, "y": self.y, "lam": np.full(N, LAM), "domain": self.domain,
+            "x": self.x,
+            "y": self.y,
+            "lam": np.full(N, LAM),
+            "domain": self.domain,
         }
         self.target = {
-            "x": self.xs, "y": self.ys, "lam": np.zeros(M), "domain": np.zeros(M, np.int32),
+            "x": self.xs,
+            "y": self.ys,
+            "lam": np.zeros(M),
+            "domain": np.zeros(M, np.int32),
         }
 
     def weights(self, phi):
@@ -111,8 +118,7 @@ def test_ift_reference_matches_finite_differences(ridge):
 
     h = 1e-5
     fd = [
-        (outer_loss(ridge.phi + h * e) - outer_loss(ridge.phi - h * e)) / (2 * h)
-        for e in np.eye(K)
+        (outer_loss(ridge.phi + h * e) - outer_loss(ridge.phi - h * e)) / (2 * h) for e in np.eye(K)
     ]
     np.testing.assert_allclose(ridge.ift_hypergradient(ridge.phi), fd, rtol=1e-6, atol=1e-10)
 
@@ -122,7 +128,9 @@ def test_soba_v_converges_and_phi_direction_is_ift_hypergradient(ridge):
     theta = ridge.theta_star(phi)
     hessian = ridge.inner_hessian(phi)
     rho = 1.0 / np.linalg.eigvalsh(hessian).max()
-    method = outer.soba(loss_fn, weight_fn, optax.sgd(0.0), optax.sgd(rho))
+    # The w-weighted Hessian (ridge.inner_hessian), whose fixed point is the IFT one.
+    weighted = {"hessian_weights": "weighted"}
+    method = outer.soba(loss_fn, weight_fn, optax.sgd(0.0), optax.sgd(rho), **weighted)
     new_phi, state, metrics = _run(method, phi, theta, ridge, steps=400)
 
     np.testing.assert_array_equal(new_phi, phi)  # phi learning rate 0
@@ -132,11 +140,15 @@ def test_soba_v_converges_and_phi_direction_is_ift_hypergradient(ridge):
     assert float(metrics["soba/v_direction_norm"]) < 1e-8
 
     # The phi direction at the converged v, through the interface (sgd(1) on phi).
-    probe = outer.soba(loss_fn, weight_fn, optax.sgd(1.0), optax.sgd(rho))
+    probe = outer.soba(loss_fn, weight_fn, optax.sgd(1.0), optax.sgd(rho), **weighted)
     probe_state = probe.init(jnp.asarray(phi), {"w": jnp.asarray(theta)})._replace(v=state.v)
     phi_after, _, _ = jax.jit(probe.update)(
-        jnp.asarray(phi), probe_state, {"w": jnp.asarray(theta)},
-        ridge.generic, ridge.target, jax.random.key(1),
+        jnp.asarray(phi),
+        probe_state,
+        {"w": jnp.asarray(theta)},
+        ridge.generic,
+        ridge.target,
+        jax.random.key(1),
     )
     ift = ridge.ift_hypergradient(phi)
     np.testing.assert_allclose(phi - np.asarray(phi_after), ift, rtol=1e-4, atol=1e-10)
@@ -144,13 +156,25 @@ def test_soba_v_converges_and_phi_direction_is_ift_hypergradient(ridge):
     # The pure function agrees, and v_tx = sgd(rho) is v - rho (H v + grad L_s).
     v0 = {"w": jnp.asarray(np.arange(1.0, D + 1))}
     d_v, d_phi, _ = outer.soba_directions(
-        loss_fn, weight_fn, jnp.asarray(phi), state.v, {"w": jnp.asarray(theta)},
-        ridge.generic, ridge.target,
+        loss_fn,
+        weight_fn,
+        jnp.asarray(phi),
+        state.v,
+        {"w": jnp.asarray(theta)},
+        ridge.generic,
+        ridge.target,
+        **weighted,
     )
     np.testing.assert_allclose(d_phi, ift, rtol=1e-4)
     d_v, _, _ = outer.soba_directions(
-        loss_fn, weight_fn, jnp.asarray(phi), v0, {"w": jnp.asarray(theta)},
-        ridge.generic, ridge.target,
+        loss_fn,
+        weight_fn,
+        jnp.asarray(phi),
+        v0,
+        {"w": jnp.asarray(theta)},
+        ridge.generic,
+        ridge.target,
+        **weighted,
     )
     expected = hessian @ np.asarray(v0["w"]) + ridge.target_grad(theta)
     np.testing.assert_allclose(d_v["w"], expected, rtol=1e-10)
@@ -164,12 +188,143 @@ def test_soba_hessian_free_and_regularised_fixed_points(ridge, hessian_free, hes
     curvature = np.eye(D) if hessian_free else (1 - hessian_reg) * hessian + hessian_reg * np.eye(D)
     rho = 1.0 / np.linalg.eigvalsh(curvature).max()
     method = outer.soba(
-        loss_fn, weight_fn, optax.sgd(0.0), optax.sgd(rho),
-        hessian_free=hessian_free, hessian_reg=hessian_reg,
+        loss_fn,
+        weight_fn,
+        optax.sgd(0.0),
+        optax.sgd(rho),
+        hessian_free=hessian_free,
+        hessian_reg=hessian_reg,
+        hessian_weights="weighted",
+        hessian_free_curvature="identity",
     )
     _, state, _ = _run(method, phi, theta, ridge, steps=300)
     v_star = -np.linalg.solve(curvature, ridge.target_grad(theta))
     np.testing.assert_allclose(state.v["w"], v_star, rtol=1e-8)
+
+
+def _soba_naive_reference(ridge, phi, theta, v, *, hessian, reg=0.0):
+    """(d_v, d_phi) from explicit per-example gradients (vmap of grad), a dense Hessian
+    (jax.hessian) and the Jacobian of the normalised weights, in float64.
+
+    hessian: "uniform" (H of the mean generic loss), "weighted" (H of sum wbar_i l_i),
+    "zero" or "identity" (the hessian-free replacements of H).
+    """
+    generic = jax.tree.map(jnp.asarray, ridge.generic)
+    target = jax.tree.map(jnp.asarray, ridge.target)
+
+    def one_loss(w, example):
+        return loss_fn({"w": w}, jax.tree.map(lambda a: a[None], example))[0]
+
+    grads_nd = jax.vmap(jax.grad(one_loss), in_axes=(None, 0))(theta, generic)
+    g_s = jax.grad(lambda w: jnp.mean(loss_fn({"w": w}, target)))(theta)
+
+    def wbar(p):
+        w = jnp.exp(p[generic["domain"]])
+        return w / jnp.sum(w)
+
+    if hessian in ("uniform", "weighted"):
+        weights = jnp.full(N, 1.0 / N) if hessian == "uniform" else wbar(phi)
+        h = jax.hessian(lambda w: weights @ loss_fn({"w": w}, generic))(theta)
+        curvature = (1 - reg) * h + reg * jnp.eye(D)
+    else:
+        curvature = jnp.zeros((D, D)) if hessian == "zero" else jnp.eye(D)
+    d_v = curvature @ v + g_s
+    d_phi = jax.jacobian(wbar)(phi).T @ (grads_nd @ v)  # sum_i dwbar_i/dphi <g_i, v>
+    return np.asarray(d_v), np.asarray(d_phi)
+
+
+@pytest.mark.parametrize(
+    "hessian_weights,hessian_reg",
+    [
+        ("uniform", 0.0),
+        ("weighted", 0.0),
+        ("uniform", 0.3),
+        ("weighted", 0.3),
+    ],
+)
+def test_soba_directions_match_naive_reference(ridge, hessian_weights, hessian_reg):
+    phi, theta = jnp.asarray(ridge.phi), jnp.asarray(ridge.theta)
+    v = jnp.asarray(np.random.default_rng(7).normal(size=D))
+    d_v, d_phi, metrics = outer.soba_directions(
+        loss_fn,
+        weight_fn,
+        phi,
+        {"w": v},
+        {"w": theta},
+        ridge.generic,
+        ridge.target,
+        hessian_weights=hessian_weights,
+        hessian_reg=hessian_reg,
+    )
+    ref_v, ref_phi = _soba_naive_reference(
+        ridge, phi, theta, v, hessian=hessian_weights, reg=hessian_reg
+    )
+    np.testing.assert_allclose(d_v["w"], ref_v, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(d_phi, ref_phi, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(metrics["soba/v_direction_norm"], np.linalg.norm(ref_v), rtol=1e-10)
+    # The two Hessians differ on this problem, so each option is really told apart.
+    other = "weighted" if hessian_weights == "uniform" else "uniform"
+    other_v, _ = _soba_naive_reference(ridge, phi, theta, v, hessian=other, reg=hessian_reg)
+    assert np.linalg.norm(other_v - ref_v) > 1e-3 * np.linalg.norm(ref_v)
+    # Through the interface with v_tx = sgd(1): v <- v - d_v, phi <- phi - d_phi.
+    method = outer.soba(
+        loss_fn,
+        weight_fn,
+        optax.sgd(1.0),
+        optax.sgd(1.0),
+        hessian_weights=hessian_weights,
+        hessian_reg=hessian_reg,
+    )
+    state = method.init(phi, {"w": theta})._replace(v={"w": v})
+    new_phi, new_state, _ = jax.jit(method.update)(
+        phi, state, {"w": theta}, ridge.generic, ridge.target, None
+    )
+    np.testing.assert_allclose(new_state.v["w"], v - ref_v, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(new_phi, phi - ref_phi, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("curvature", ["zero", "identity"])
+def test_soba_hessian_free_directions_match_naive_reference(ridge, curvature):
+    phi, theta = jnp.asarray(ridge.phi), jnp.asarray(ridge.theta)
+    v = jnp.asarray(np.random.default_rng(8).normal(size=D))
+    d_v, d_phi, _ = outer.soba_directions(
+        loss_fn,
+        weight_fn,
+        phi,
+        {"w": v},
+        {"w": theta},
+        ridge.generic,
+        ridge.target,
+        hessian_free=True,
+        hessian_free_curvature=curvature,
+    )
+    ref_v, ref_phi = _soba_naive_reference(ridge, phi, theta, v, hessian=curvature)
+    np.testing.assert_allclose(d_v["w"], ref_v, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(d_phi, ref_phi, rtol=1e-10, atol=1e-12)
+    if curvature == "zero":  # the authors' direction: the target gradient alone
+        np.testing.assert_allclose(d_v["w"], ridge.target_grad(ridge.theta), rtol=1e-10)
+
+
+def test_soba_rejects_bad_options(ridge):
+    tx = optax.sgd(0.1)
+    for kwargs, name in (
+        ({"hessian_weights": "mean"}, "hessian_weights"),
+        ({"hessian_free_curvature": "one"}, "hessian_free_curvature"),
+        ({"hessian_reg": 1.5}, "hessian_reg"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            outer.soba(loss_fn, weight_fn, tx, tx, **kwargs)
+        with pytest.raises(ValueError, match=name):
+            outer.soba_directions(
+                loss_fn,
+                weight_fn,
+                jnp.zeros(K),
+                {"w": jnp.zeros(D)},
+                {"w": jnp.zeros(D)},
+                ridge.generic,
+                ridge.target,
+                **kwargs,
+            )
 
 
 def test_soba_init_needs_theta(ridge):
@@ -205,6 +360,9 @@ def test_anograd_direction_matches_explicit_gradient(ridge, normalization):
         metrics["outer/objective"], explicit_objective(jnp.asarray(ridge.phi)), rtol=1e-10
     )
     np.testing.assert_allclose(metrics["outer/grad_norm"], np.linalg.norm(expected), rtol=1e-6)
+    if normalization == "hessian":  # H_s is positive definite here: no fallback
+        assert float(metrics["anograd/curvature"]) > 0
+        assert float(metrics["anograd/curvature_fallback"]) == 0.0
     # Scale invariance: adding a constant to phi (w -> c w) leaves the direction unchanged.
     shifted, _ = _sgd_direction(make, ridge, ridge.phi + 2.0, ridge.theta)
     np.testing.assert_allclose(shifted, expected, rtol=1e-6, atol=1e-12)
@@ -216,6 +374,151 @@ def test_anograd_descent_improves_alignment(ridge):
     _, _, last = _run(method, ridge.phi, ridge.theta, ridge, steps=40)
     assert float(last["outer/objective"]) < float(first["outer/objective"])
     assert float(last["outer/cosine"]) > float(first["outer/cosine"])
+
+
+def _signed_loss(theta, batch):
+    """0.5 sign_i (x_i^T w - y_i)^2: sign -1 makes a loss concave in w."""
+    return 0.5 * batch["sign"] * (batch["x"] @ theta["w"] - batch["y"]) ** 2
+
+
+def test_anograd_hessian_falls_back_to_norm_on_negative_curvature(ridge):
+    """A concave target loss (H_s = -X_s^T X_s / M, negative definite): the curvature
+    along g_w is negative, and the update is the "norm" one, checked against central
+    finite differences of the explicit norm objective."""
+    eps = 1e-8
+    generic = {"x": ridge.x, "y": ridge.y, "sign": np.ones(N), "domain": ridge.domain}
+    target = {"x": ridge.xs, "y": ridge.ys, "sign": -np.ones(M)}
+    theta = ridge.theta
+
+    def norm_objective(phi):
+        g_w = ((ridge.x @ theta - ridge.y)[:, None] * ridge.x).T @ ridge.weights(phi)
+        g_s = -ridge.xs.T @ (ridge.xs @ theta - ridge.ys) / M
+        return -(g_w @ g_s) / (np.linalg.norm(g_w) + eps)
+
+    h = 1e-6
+    fd = np.array(
+        [
+            (norm_objective(ridge.phi + h * e) - norm_objective(ridge.phi - h * e)) / (2 * h)
+            for e in np.eye(K)
+        ]
+    )
+    method = outer.anograd(
+        _signed_loss, weight_fn, optax.sgd(1.0), normalization="hessian", eps=eps
+    )
+    phi = jnp.asarray(ridge.phi)
+    new_phi, _, metrics = jax.jit(method.update)(
+        phi, method.init(phi), {"w": jnp.asarray(theta)}, generic, target, None
+    )
+    assert float(metrics["anograd/curvature"]) < 0
+    assert float(metrics["anograd/curvature_fallback"]) == 1.0
+    np.testing.assert_allclose(phi - new_phi, fd, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(metrics["outer/objective"], norm_objective(ridge.phi), rtol=1e-12)
+
+
+def _mlp_problem(seed=5):
+    rng = np.random.default_rng(seed)
+
+    def mlp_loss(theta, batch):
+        hidden_BH = jnp.tanh(batch["x"] @ theta["w1"] + theta["b1"][None, :])
+        return (hidden_BH @ theta["w2"] - batch["y"]) ** 2
+
+    def mlp_weights(phi, batch):
+        return jax.nn.softplus(jnp.tanh(batch["x"] @ phi["a"]) @ phi["c"])
+
+    generic = {"x": rng.normal(size=(10, 3)), "y": rng.normal(size=10)}
+    target = {"x": rng.normal(size=(6, 3)), "y": rng.normal(size=6)}
+    theta = {"w1": rng.normal(size=(3, 4)), "b1": rng.normal(size=4), "w2": rng.normal(size=4)}
+    phi = {"a": rng.normal(size=(3, 2)), "c": rng.normal(size=2)}
+    theta, phi, generic, target = jax.tree.map(jnp.asarray, (theta, phi, generic, target))
+    return mlp_loss, mlp_weights, generic, target, theta, phi
+
+
+@pytest.mark.parametrize("normalization", ["norm", "hessian"])
+def test_anograd_param_filter_matches_masked_explicit_objective(normalization):
+    """Only the leaves b1 and w2 count: the reference zeroes the other leaf (w1) of the
+    vmapped per-example gradients and of g_s, and takes H_s as a dense matrix."""
+    mlp_loss, mlp_weights, generic, target, theta, phi = _mlp_problem()
+    eps = 1e-8
+    keep = {"w1": 0.0, "b1": 1.0, "w2": 1.0}
+
+    def one_loss(p, example):
+        return mlp_loss(p, jax.tree.map(lambda a: a[None], example))[0]
+
+    def target_loss(p):
+        return jnp.mean(mlp_loss(p, target))
+
+    per_example = jax.vmap(jax.grad(one_loss), in_axes=(None, 0))(theta, generic)
+    flat_theta, unravel = jax.flatten_util.ravel_pytree(theta)
+    mask = jax.flatten_util.ravel_pytree({k: keep[k] * jnp.ones_like(x) for k, x in theta.items()})[
+        0
+    ]
+    grads_nd = jax.vmap(lambda g: jax.flatten_util.ravel_pytree(g)[0] * mask)(per_example)
+    g_s = jax.flatten_util.ravel_pytree(jax.grad(target_loss)(theta))[0] * mask
+    hessian_s = jax.hessian(lambda f: target_loss(unravel(f)))(flat_theta)
+
+    def explicit_objective(p):
+        g_w = grads_nd.T @ mlp_weights(p, generic)
+        if normalization == "norm":
+            return -(g_w @ g_s) / (jnp.sqrt(g_w @ g_w) + eps)
+        return -(g_w @ g_s) / jnp.sqrt(g_w @ hessian_s @ g_w + eps)
+
+    expected = jax.grad(explicit_objective)(phi)
+    for fn in (
+        lambda p: outer.anograd_gradient(
+            mlp_loss,
+            mlp_weights,
+            p,
+            theta,
+            generic,
+            target,
+            normalization=normalization,
+            param_filter="b1|w2",
+        ),
+        lambda p: _phi_step(
+            outer.anograd(
+                mlp_loss,
+                mlp_weights,
+                optax.sgd(1.0),
+                normalization=normalization,
+                param_filter="b1|w2",
+            ),
+            p,
+            theta,
+            generic,
+            target,
+        ),
+    ):
+        got, metrics = jax.jit(fn)(phi)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12), got, expected
+        )
+        np.testing.assert_allclose(metrics["outer/objective"], explicit_objective(phi), rtol=1e-10)
+        if normalization == "hessian":  # the reference has no fallback: check it is unused
+            assert float(metrics["anograd/curvature_fallback"]) == 0.0
+    # The filter changes the answer (the test would not see a filter that did nothing).
+    unfiltered, _ = outer.anograd_gradient(
+        mlp_loss, mlp_weights, phi, theta, generic, target, normalization=normalization
+    )
+    assert optax.tree.norm(optax.tree.sub(unfiltered, expected)) > 1e-3 * optax.tree.norm(expected)
+
+
+def _phi_step(method, phi, theta, generic, target):
+    """(phi - new_phi, metrics) of one update with phi_tx = sgd(1): the fed gradient."""
+    new_phi, _, metrics = method.update(phi, method.init(phi), theta, generic, target, None)
+    return optax.tree.sub(phi, new_phi), metrics
+
+
+def test_anograd_param_filter_matching_nothing_raises():
+    mlp_loss, mlp_weights, generic, target, theta, phi = _mlp_problem()
+    with pytest.raises(ValueError, match="decoder/.*"):
+        outer.anograd_gradient(
+            mlp_loss, mlp_weights, phi, theta, generic, target, param_filter="decoder/.*"
+        )
+    method = outer.anograd(mlp_loss, mlp_weights, optax.sgd(1.0), param_filter="decoder/.*")
+    with pytest.raises(ValueError, match="decoder/.*"):
+        method.update(phi, method.init(phi), theta, generic, target, None)
+    with pytest.raises(ValueError, match="param_filter"):
+        outer.anograd(mlp_loss, mlp_weights, optax.sgd(1.0), param_filter="(unclosed")
 
 
 def _dds_explicit_loss(ridge, phi, eta):
@@ -234,11 +537,16 @@ def _dds_direction(ridge, **dds_kwargs):
 def test_dds_gradient_matches_finite_differences(ridge):
     eta = 0.1
     h = 1e-5
-    fd = np.array([
-        (_dds_explicit_loss(ridge, ridge.phi + h * e, eta)
-         - _dds_explicit_loss(ridge, ridge.phi - h * e, eta)) / (2 * h)
-        for e in np.eye(K)
-    ])
+    fd = np.array(
+        [
+            (
+                _dds_explicit_loss(ridge, ridge.phi + h * e, eta)
+                - _dds_explicit_loss(ridge, ridge.phi - h * e, eta)
+            )
+            / (2 * h)
+            for e in np.eye(K)
+        ]
+    )
     direction, metrics = _dds_direction(ridge, eta=eta)
     np.testing.assert_allclose(direction, fd, rtol=1e-4)
     np.testing.assert_allclose(
@@ -297,7 +605,8 @@ def test_interface_float32_finite_and_counts(ridge, name):
     makers = {
         "anograd": lambda: outer.anograd(loss_fn, weight_fn, optax.adam(1e-2)),
         "anograd_hessian": lambda: outer.anograd(
-            loss_fn, weight_fn, optax.adam(1e-2), normalization="hessian"),
+            loss_fn, weight_fn, optax.adam(1e-2), normalization="hessian"
+        ),
         "soba": lambda: outer.soba(loss_fn, weight_fn, optax.adam(1e-2), optax.sgd(0.1)),
         "dds": lambda: outer.dds(loss_fn, weight_fn, optax.adam(1e-2), eta=0.1),
         "dds_limit": lambda: outer.dds(loss_fn, weight_fn, optax.adam(1e-2), eta=0.0),
@@ -305,7 +614,8 @@ def test_interface_float32_finite_and_counts(ridge, name):
     with jax.enable_x64(False):
         method = makers[name]()
         to32 = lambda t: jax.tree.map(  # noqa: E731
-            lambda a: jnp.asarray(a, jnp.int32 if a.dtype.kind == "i" else jnp.float32), t)
+            lambda a: jnp.asarray(a, jnp.int32 if a.dtype.kind == "i" else jnp.float32), t
+        )
         phi = jnp.zeros(K, jnp.float32)
         theta = {"w": jnp.asarray(ridge.theta, jnp.float32)}
         generic, target = to32(ridge.generic), to32(ridge.target)

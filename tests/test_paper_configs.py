@@ -14,8 +14,7 @@ PAPER = config_args.load_config_module(REPO_ROOT / "configs" / "paper" / "c4.py"
 def test_paper_config_has_the_paper_sizes(method):
     config = PAPER.get_config(f"method={method},target=file:/data/reuters.jsonl")
     m = config.model
-    assert (m.num_layers, m.width, m.mlp_dim, m.num_heads, m.max_length) == (12, 256, 1024, 8,
-                                                                             256)
+    assert (m.num_layers, m.width, m.mlp_dim, m.num_heads, m.max_length) == (12, 256, 1024, 8, 256)
     assert config.train.batch_size == 128 and config.data.generic == "tfds:c4/en:3.1.0"
     assert config.data.target == "file:/data/reuters.jsonl"
     assert config.select.downsampling * config.train.batch_size <= 8192

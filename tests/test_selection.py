@@ -10,6 +10,8 @@ from scipy import stats
 
 from adaptive_data.core import selection
 
+from conftest import ridge_loss
+
 N_DRAWS = 20_000
 P_VALUE_MIN = 1e-3  # fixed seeds: a deterministic check, rejects only clear mismatches
 LOGITS = np.array([0.5, -1.0, 1.5, 0.0], np.float32)
@@ -166,6 +168,46 @@ def test_positive_only_many_or_none_positive():
         np.asarray(selection.positive_only(negative, 2, jax.random.key(s))[0]) for s in range(20)
     ]
     assert len({tuple(sorted(d)) for d in draws}) > 1
+
+
+def test_positive_weighted_keeps_top_b_with_proportional_weights():
+    scores = jnp.array([5.0, 3.0, 2.0, -1.0, -4.0])
+    indices, weights = selection.select(None, scores, 3, strategy="positive_weighted")
+    np.testing.assert_array_equal(np.asarray(indices), [0, 1, 2])
+    np.testing.assert_allclose(np.asarray(weights), [0.5, 0.3, 0.2], rtol=1e-6)
+    # The training loss sum_j weights_j l(x_{indices_j}) has gradient
+    # 0.5 grad l_0 + 0.3 grad l_1 + 0.2 grad l_2; ridge gradients written by hand.
+    rng = np.random.default_rng(0)
+    batch = {
+        "x": rng.normal(size=(5, 4)).astype(np.float32),
+        "y": rng.normal(size=5).astype(np.float32),
+        "lam": np.full(5, 0.1, np.float32),
+    }
+    w = rng.normal(size=4).astype(np.float32)
+
+    def training_loss(theta):
+        return jnp.sum(weights * ridge_loss(theta, selection.gather(batch, indices)))
+
+    got = jax.grad(training_loss)({"w": jnp.asarray(w)})["w"]
+    by_hand = [(batch["x"][i] @ w - batch["y"][i]) * batch["x"][i] + 0.1 * w for i in range(3)]
+    expected = 0.5 * by_hand[0] + 0.3 * by_hand[1] + 0.2 * by_hand[2]
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
+    # Scores out of order, a non-positive score among the kept b (weight 0), and a key
+    # (ignored: the strategy is deterministic).
+    shuffled = jnp.array([2.0, -4.0, 5.0, -1.0, 3.0])
+    for key in (None, jax.random.key(3)):
+        indices, weights = selection.select(key, shuffled, 4, strategy="positive_weighted")
+        np.testing.assert_array_equal(np.asarray(indices), [2, 4, 0, 3])
+        np.testing.assert_allclose(np.asarray(weights), [0.5, 0.3, 0.2, 0.0], rtol=1e-6)
+
+
+def test_positive_weighted_uniform_when_no_kept_score_is_positive():
+    scores = jnp.array([-0.5, -3.0, -1.0, 0.0])
+    for key in (None, jax.random.key(0), jax.random.key(1)):
+        indices, weights = selection.select(key, scores, 2, strategy="positive_weighted")
+        np.testing.assert_array_equal(np.asarray(indices), [3, 0])  # the 2 largest scores
+        np.testing.assert_allclose(np.asarray(weights), [0.5, 0.5])
+        assert weights.dtype == jnp.float32 and indices.dtype == jnp.int32
 
 
 def test_gather():

@@ -27,16 +27,28 @@ METHOD_KEYS = {
     "l2rw": {"select/score_selected"},
     "domain_mixture": {"mixture/alpha/python", "mixture/alignment/python"},
 }
-COMMON_KEYS = {"select/target_share", "select/pool_target_share",
-               "select/domain_share/python", "select/active"}
+COMMON_KEYS = {
+    "select/target_share",
+    "select/pool_target_share",
+    "select/domain_share/python",
+    "select/active",
+}
 
 
 @pytest.mark.parametrize("method", SELECTING_METHODS)
 def test_method_runs_logs_diagnostics_and_resumes_exactly(method, tfds_dir, tmp_path):
     workdir = str(tmp_path / method)
-    config = _config(tfds_dir, f"method={method},runlocal",
-                     **{"train.steps": 12, "checkpoint.every": 6, "train.eval_every": 6,
-                        "train.log_every": 2, "select.warmup_steps": 2})
+    config = _config(
+        tfds_dir,
+        f"method={method},runlocal",
+        **{
+            "train.steps": 12,
+            "checkpoint.every": 6,
+            "train.eval_every": 6,
+            "train.log_every": 2,
+            "select.warmup_steps": 2,
+        },
+    )
     train.train_and_evaluate(config, workdir)
     rows = _rows(workdir)
     last = rows[-1]
@@ -45,8 +57,11 @@ def test_method_runs_logs_diagnostics_and_resumes_exactly(method, tfds_dir, tmp_
     shares = [v for k, v in last.items() if k.startswith("select/domain_share/")]
     assert sum(shares) == pytest.approx(1.0)
     if method == "domain_mixture":
-        alphas = [v for k, v in last.items() if k.startswith("mixture/alpha/")
-                  and k != "mixture/alpha_entropy"]
+        alphas = [
+            v
+            for k, v in last.items()
+            if k.startswith("mixture/alpha/") and k != "mixture/alpha_entropy"
+        ]
         assert sum(alphas) == pytest.approx(1.0, abs=1e-5) and min(alphas) > 0
 
     shutil.rmtree(os.path.join(workdir, "checkpoints", "12"))

@@ -19,8 +19,10 @@ def test_fsdp_shards_large_leaves_along_their_largest_divisible_dimension():
 
 def test_state_shardings_on_one_device_are_replicated():
     mesh = sharding.make_mesh(1)
-    state = {"w": jax.ShapeDtypeStruct((256, 256), np.float32),
-             "step": jax.ShapeDtypeStruct((), np.int32)}
+    state = {
+        "w": jax.ShapeDtypeStruct((256, 256), np.float32),
+        "step": jax.ShapeDtypeStruct((), np.int32),
+    }
     specs = jax.tree.map(lambda s: s.spec, sharding.state_shardings(state, mesh))
     assert specs == {"w": P(), "step": P()}
 

@@ -31,25 +31,30 @@ def _write_jsonl(path, rows):
 def test_txt_and_jsonl_specs_split_disjointly_and_keep_domains(tmp_path):
     generic = tmp_path / "generic.txt"
     generic.write_text("".join(f"generic document number {i}\n" for i in range(200)))
-    target = _write_jsonl(tmp_path / "target.jsonl",
-                          [{"text": f"target doc {i}", "domain": "law"} for i in range(100)])
+    target = _write_jsonl(
+        tmp_path / "target.jsonl",
+        [{"text": f"target doc {i}", "domain": "law"} for i in range(100)],
+    )
     corpus = sources.load_corpus(_data_config(generic=f"file:{generic}", target=f"file:{target}"))
-    ids = {name: {split[i]["doc_id"] for i in range(len(split))}
-           for name, split in corpus.splits.items()}
+    ids = {
+        name: {split[i]["doc_id"] for i in range(len(split))}
+        for name, split in corpus.splits.items()
+    }
     assert len(ids["generic_train"]) + len(ids["generic_valid"]) == 200
     assert sum(len(ids[n]) for n in ("target_train", "target_valid", "target_test")) == 100
     names = list(ids)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             assert not ids[a] & ids[b], (a, b)
     assert corpus.domains == ("generic", "law") and corpus.target_domain == "law"
     record = corpus.splits["target_train"][0]
     assert isinstance(record["text"], bytes) and record["domain"] == "law"
     # Deterministic: the same files give the same assignment.
     again = sources.load_corpus(_data_config(generic=f"file:{generic}", target=f"file:{target}"))
-    assert [again.splits["generic_valid"][i]["doc_id"]
-            for i in range(len(again.splits["generic_valid"]))] == sorted(
-        ids["generic_valid"], key=lambda d: int(d.split(":")[1]))
+    assert [
+        again.splits["generic_valid"][i]["doc_id"]
+        for i in range(len(again.splits["generic_valid"]))
+    ] == sorted(ids["generic_valid"], key=lambda d: int(d.split(":")[1]))
 
 
 def test_max_target_train_caps_the_target_split(tmp_path):
@@ -57,8 +62,9 @@ def test_max_target_train_caps_the_target_split(tmp_path):
     generic.write_text("".join(f"g {i}\n" for i in range(50)))
     target = tmp_path / "t.txt"
     target.write_text("".join(f"t {i}\n" for i in range(500)))
-    corpus = sources.load_corpus(_data_config(generic=f"file:{generic}", target=f"file:{target}",
-                                              max_target_train=30))
+    corpus = sources.load_corpus(
+        _data_config(generic=f"file:{generic}", target=f"file:{target}", max_target_train=30)
+    )
     assert len(corpus.splits["target_train"]) == 30
 
 
@@ -83,8 +89,9 @@ def test_missing_text_field_names_file_line_and_key(tmp_path, generic_spec):
 def test_text_key_selects_another_field(tmp_path):
     rows = [{"body": f"document {i}"} for i in range(60)]
     path = _write_jsonl(tmp_path / "body.jsonl", rows)
-    corpus = sources.load_corpus(_data_config(generic=f"file:{path}", target=f"file:{path}",
-                                              text_key="body"))
+    corpus = sources.load_corpus(
+        _data_config(generic=f"file:{path}", target=f"file:{path}", text_key="body")
+    )
     assert corpus.splits["generic_train"][0]["text"].startswith(b"document")
 
 
@@ -105,8 +112,9 @@ def test_non_utf8_bytes_are_replaced_not_fatal(tmp_path):
 
 def test_unknown_tfds_dataset(tmp_path):
     with pytest.raises(sources.DataError, match="Unknown TFDS dataset 'no_such_dataset_xyz'"):
-        sources.load_corpus(_data_config(generic="tfds:no_such_dataset_xyz",
-                                         tfds_data_dir=str(tmp_path)))
+        sources.load_corpus(
+            _data_config(generic="tfds:no_such_dataset_xyz", tfds_data_dir=str(tmp_path))
+        )
 
 
 def test_known_but_unprepared_tfds_dataset_says_nothing_is_downloaded(tmp_path):

@@ -39,19 +39,35 @@ def _deterministic(rows):
 
 
 def _cli(workdir, tfds_dir, *flags):
-    return [sys.executable, "-m", "adaptive_data.main", "--config=configs/default.py:runlocal",
-            f"--workdir={workdir}", f"--config.data.tfds_data_dir={tfds_dir}", *flags]
+    return [
+        sys.executable,
+        "-m",
+        "adaptive_data.main",
+        "--config=configs/default.py:runlocal",
+        f"--workdir={workdir}",
+        f"--config.data.tfds_data_dir={tfds_dir}",
+        *flags,
+    ]
 
 
-RESUME_FLAGS = ("--config.train.steps=160", "--config.checkpoint.every=40",
-                "--config.train.eval_every=40", "--config.train.log_every=5")
+RESUME_FLAGS = (
+    "--config.train.steps=160",
+    "--config.checkpoint.every=40",
+    "--config.train.eval_every=40",
+    "--config.train.log_every=5",
+)
 
 
 @pytest.fixture(scope="session")
 def uninterrupted_run(tfds_dir, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("uninterrupted"))
-    subprocess.run(_cli(workdir, tfds_dir, *RESUME_FLAGS), cwd=REPO_ROOT, check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        _cli(workdir, tfds_dir, *RESUME_FLAGS),
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return workdir
 
 
@@ -71,17 +87,24 @@ def test_base_lowers_generic_and_target_bpb(uninterrupted_run):
 
 def test_sigkill_and_resume_gives_identical_metrics(uninterrupted_run, tfds_dir, tmp_path):
     workdir = str(tmp_path / "killed")
-    kill_after_checkpoint(_cli(workdir, tfds_dir, *RESUME_FLAGS),
-                          os.path.join(workdir, "checkpoints", "40"))
+    kill_after_checkpoint(
+        _cli(workdir, tfds_dir, *RESUME_FLAGS), os.path.join(workdir, "checkpoints", "40")
+    )
     killed_rows = _rows(workdir)
     assert killed_rows[-1]["step"] < 160
-    subprocess.run(_cli(workdir, tfds_dir, *RESUME_FLAGS), cwd=REPO_ROOT, check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        _cli(workdir, tfds_dir, *RESUME_FLAGS),
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     assert _deterministic(_rows(workdir)) == _deterministic(_rows(uninterrupted_run))
 
 
 def test_resume_refused_on_changed_model_but_allowed_on_harmless_change(
-        uninterrupted_run, tfds_dir, tmp_path):
+    uninterrupted_run, tfds_dir, tmp_path
+):
     import shutil
 
     workdir = str(tmp_path / "copy")
@@ -89,8 +112,15 @@ def test_resume_refused_on_changed_model_but_allowed_on_harmless_change(
     changed = _config(tfds_dir, **{"model.width": 32, "train.steps": 160})
     with pytest.raises(ckpt.ConfigMismatchError, match=r"model.width: 64 -> 32"):
         train.train_and_evaluate(changed, workdir)
-    longer = _config(tfds_dir, **{"train.steps": 165, "checkpoint.every": 40,
-                                  "train.eval_every": 40, "train.log_every": 5})
+    longer = _config(
+        tfds_dir,
+        **{
+            "train.steps": 165,
+            "checkpoint.every": 40,
+            "train.eval_every": 40,
+            "train.log_every": 5,
+        },
+    )
     result = train.train_and_evaluate(longer, workdir)
     assert result["step"] == 165
     steps = [r["step"] for r in _rows(workdir)]
@@ -99,9 +129,16 @@ def test_resume_refused_on_changed_model_but_allowed_on_harmless_change(
 
 def test_finetune_keeps_best_checkpoint_by_target_valid(uninterrupted_run, tfds_dir, tmp_path):
     workdir = str(tmp_path / "finetune")
-    config = _config(tfds_dir, "method=finetune,runlocal",
-                     **{"finetune.init_from": uninterrupted_run, "train.steps": 30,
-                        "train.eval_every": 10, "checkpoint.every": 10})
+    config = _config(
+        tfds_dir,
+        "method=finetune,runlocal",
+        **{
+            "finetune.init_from": uninterrupted_run,
+            "train.steps": 30,
+            "train.eval_every": 10,
+            "checkpoint.every": 10,
+        },
+    )
     result = train.train_and_evaluate(config, workdir)
     rows = [r for r in _rows(workdir) if "eval/target_valid_bpb" in r]
     base_rows = [r for r in _rows(uninterrupted_run) if "eval/target_bpb" in r]
@@ -115,15 +152,19 @@ def test_finetune_keeps_best_checkpoint_by_target_valid(uninterrupted_run, tfds_
 
 
 def test_finetune_refuses_parameters_of_another_model(uninterrupted_run, tfds_dir, tmp_path):
-    config = _config(tfds_dir, "method=finetune,runlocal",
-                     **{"finetune.init_from": uninterrupted_run, "model.width": 32})
+    config = _config(
+        tfds_dir,
+        "method=finetune,runlocal",
+        **{"finetune.init_from": uninterrupted_run, "model.width": 32},
+    )
     with pytest.raises(ckpt.ConfigMismatchError, match="do not fit config.model"):
         train.train_and_evaluate(config, str(tmp_path / "ft"))
 
 
 def test_mixing_trains_on_both_streams(tfds_dir, tmp_path):
-    config = _config(tfds_dir, "method=mixing,runlocal", **{"train.steps": 10,
-                                                            "train.eval_every": 10})
+    config = _config(
+        tfds_dir, "method=mixing,runlocal", **{"train.steps": 10, "train.eval_every": 10}
+    )
     result = train.train_and_evaluate(config, str(tmp_path / "mixing"))
     gw = config.mixing.generic_weight
     expected = gw * result["train/generic_loss"] + (1 - gw) * result["train/target_loss"]
@@ -132,9 +173,17 @@ def test_mixing_trains_on_both_streams(tfds_dir, tmp_path):
 
 def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tfds_dir, tmp_path):
     workdir = str(tmp_path / "nan")
-    config = _config(tfds_dir, **{"train.learning_rate": 1e9, "train.grad_clip": 0.0,
-                                  "train.warmup_steps": 20, "train.steps": 20,
-                                  "checkpoint.every": 1, "train.weight_decay": 0.0})
+    config = _config(
+        tfds_dir,
+        **{
+            "train.learning_rate": 1e9,
+            "train.grad_clip": 0.0,
+            "train.warmup_steps": 20,
+            "train.steps": 20,
+            "checkpoint.every": 1,
+            "train.weight_decay": 0.0,
+        },
+    )
     message = r"Non-finite (train|eval)/\S+ = \S+ at step (\d+)"
     with pytest.raises(FloatingPointError, match=message) as e:
         train.train_and_evaluate(config, workdir)

@@ -7,8 +7,9 @@ import numpy as np
 from adaptive_data.data import tokenizer
 from adaptive_data.models import transformer
 
-CFG = transformer.TransformerConfig(num_layers=2, width=32, mlp_dim=64, num_heads=4,
-                                    max_length=12, dropout_rate=0.0)
+CFG = transformer.TransformerConfig(
+    num_layers=2, width=32, mlp_dim=64, num_heads=4, max_length=12, dropout_rate=0.0
+)
 
 
 def _model_and_params():

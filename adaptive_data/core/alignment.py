@@ -1,4 +1,5 @@
-"""Exact per-example gradient alignment a_i = <grad l(x_i; theta), g_s> (ALGORITHMS.md 5).
+"""Exact per-example gradient alignment a_i = <grad l(x_i; theta), g_s> (docs/algorithms.md,
+"align_filter").
 
 Three ways to compute the same vector a_B, which must agree:
 
@@ -29,9 +30,7 @@ def batch_size(batch: PyTree) -> int:
     """Common leading dimension B of every leaf of `batch` (static)."""
     sizes = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree.leaves(batch)}
     if len(sizes) != 1 or None in sizes:
-        raise ValueError(
-            f"every batch leaf needs the same leading dimension B, got {sizes}"
-        )
+        raise ValueError(f"every batch leaf needs the same leading dimension B, got {sizes}")
     return sizes.pop()
 
 
@@ -95,7 +94,7 @@ def per_example_alignment(
     if normalize and method != "vmap":
         raise ValueError(
             f"normalize=True needs per-example gradient norms, which method="
-            f"{method!r} does not compute; use method=\"vmap\""
+            f'{method!r} does not compute; use method="vmap"'
         )
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}")
@@ -107,12 +106,8 @@ def per_example_alignment(
     b_total = batch_size(batch)
 
     # Restrict to the filtered leaves: differentiate wrt `sub` only.
-    sub_loss_fn, sub_params, sub_direction = _restrict(
-        loss_fn, params, direction, param_filter
-    )
-    sub_direction = jax.tree.map(
-        lambda d, p: d.astype(p.dtype), sub_direction, sub_params
-    )
+    sub_loss_fn, sub_params, sub_direction = _restrict(loss_fn, params, direction, param_filter)
+    sub_direction = jax.tree.map(lambda d, p: d.astype(p.dtype), sub_direction, sub_params)
 
     if method == "vmap":
         chunk_fn = _vmap_chunk_fn(sub_loss_fn, sub_params, sub_direction, normalize)
@@ -226,9 +221,7 @@ def _map_in_chunks(chunk_fn, batch, b_total, chunk_size):
         return chunk_fn(batch)
     n_chunks, remainder = divmod(b_total, chunk_size)
     n_full = n_chunks * chunk_size
-    chunks = jax.tree.map(
-        lambda x: x[:n_full].reshape((n_chunks, chunk_size) + x.shape[1:]), batch
-    )
+    chunks = jax.tree.map(lambda x: x[:n_full].reshape((n_chunks, chunk_size) + x.shape[1:]), batch)
     out = jax.lax.map(chunk_fn, chunks)
     out = jax.tree.map(lambda y: y.reshape((n_full,) + y.shape[2:]), out)
     if remainder:

@@ -1,4 +1,4 @@
-"""Matrix-free derivative helpers for the bilevel methods (ALGORITHMS.md 2, 4, 6).
+"""Matrix-free derivative helpers for the bilevel methods (docs/algorithms.md).
 
 Every product with a Jacobian or Hessian here is computed with one forward or
 reverse pass; nothing materialises per-example gradients or a dense Hessian.
@@ -91,9 +91,7 @@ def weighted_grad(
     return losses_B, g_w
 
 
-def mean_loss_and_grad(
-    loss_fn: LossFn, theta: PyTree, batch: Batch
-) -> tuple[jax.Array, PyTree]:
+def mean_loss_and_grad(loss_fn: LossFn, theta: PyTree, batch: Batch) -> tuple[jax.Array, PyTree]:
     """Mean loss (1/B) sum_i l_i(theta) and its gradient (e.g. L_s and g_s)."""
     return jax.value_and_grad(lambda p: jnp.mean(loss_fn(p, batch)))(theta)
 
@@ -137,6 +135,7 @@ def weights_and_pullback(
       `(w_B, pullback)` with `pullback(c_B) = sum_i c_i d w_i / d phi`, a pytree
       shaped like phi (c_B = gradient of an objective with respect to w_B).
     """
+
     def weights(p: PyTree) -> jax.Array:
         w_B = weight_fn(p, batch)
         return normalize_weights(w_B) if normalize else w_B

@@ -1,4 +1,5 @@
-"""DSIR: importance resampling on hashed n-gram features (Xie et al. 2023; ALGORITHMS.md 4).
+"""DSIR: importance resampling on hashed n-gram features (Xie et al. 2023;
+docs/algorithms.md, "dsir").
 
 Each example x becomes a count vector h(x) over M hash buckets of its unigrams and
 bigrams (`hashed_ngram_counts`). Smoothed categorical distributions over the buckets,
@@ -101,8 +102,7 @@ def hashed_ngram_counts(
     """
     buckets_BN, valid_BN = ngram_buckets(inputs_BL, num_buckets, pad_id=pad_id)
     batch_size = buckets_BN.shape[0]
-    rows_BN = jnp.broadcast_to(
-        jnp.arange(batch_size, dtype=jnp.int32)[:, None], buckets_BN.shape)
+    rows_BN = jnp.broadcast_to(jnp.arange(batch_size, dtype=jnp.int32)[:, None], buckets_BN.shape)
     counts_BM = jnp.zeros((batch_size, num_buckets), jnp.float32)
     return counts_BM.at[rows_BN, buckets_BN].add(valid_BN)
 
@@ -152,11 +152,13 @@ def log_importance_weights(
       float32[B] log w_i = sum_j h_j(x_i) (log p_t[j] - log p_g[j]), the log of the
       bag-of-n-grams likelihood ratio p_t(x_i) / p_g(x_i) (0 for an all-pad row).
     """
-    log_ratio_M = (feature_log_probs(target_counts_M, smoothing=smoothing)
-                   - feature_log_probs(generic_counts_M, smoothing=smoothing))
+    log_ratio_M = feature_log_probs(target_counts_M, smoothing=smoothing) - feature_log_probs(
+        generic_counts_M, smoothing=smoothing
+    )
     # HIGHEST: no reduced-precision (e.g. TF32) matmul on accelerators.
-    return jnp.matmul(counts_BM.astype(jnp.float32), log_ratio_M,
-                      precision=jax.lax.Precision.HIGHEST)
+    return jnp.matmul(
+        counts_BM.astype(jnp.float32), log_ratio_M, precision=jax.lax.Precision.HIGHEST
+    )
 
 
 class DsirCounts(NamedTuple):
@@ -186,8 +188,9 @@ class DsirState(NamedTuple):
 
 def zero_counts(num_buckets: int) -> DsirCounts:
     """The initial `DsirCounts` of M = num_buckets buckets: all zeros."""
-    return DsirCounts(jnp.zeros((num_buckets,), jnp.float32),
-                      jnp.zeros((num_buckets,), jnp.float32))
+    return DsirCounts(
+        jnp.zeros((num_buckets,), jnp.float32), jnp.zeros((num_buckets,), jnp.float32)
+    )
 
 
 def dsir_log_weights(
@@ -206,8 +209,9 @@ def dsir_log_weights(
     big batch.
     """
     num_buckets = counts.target_M.shape[0]
-    log_ratio_M = (feature_log_probs(counts.target_M, smoothing=smoothing)
-                   - feature_log_probs(counts.generic_M, smoothing=smoothing))
+    log_ratio_M = feature_log_probs(counts.target_M, smoothing=smoothing) - feature_log_probs(
+        counts.generic_M, smoothing=smoothing
+    )
     buckets_BN, valid_BN = ngram_buckets(inputs_BL, num_buckets, pad_id=pad_id)
     return jnp.sum(valid_BN * log_ratio_M[buckets_BN], axis=1)
 
@@ -256,16 +260,19 @@ def dsir(
         del theta
         for name, counts_M in zip(DsirCounts._fields, phi):
             if counts_M.shape != (num_buckets,):
-                raise ValueError(f"phi.{name} has shape {counts_M.shape}, "
-                                 f"expected ({num_buckets},)")
+                raise ValueError(
+                    f"phi.{name} has shape {counts_M.shape}, expected ({num_buckets},)"
+                )
         return DsirState(jnp.zeros([], jnp.int32))
 
     def update(phi, outer_state, theta, generic_batch, target_batch, key=None):
         del theta, key
         target_M = phi.target_M + total_ngram_counts(
-            target_batch["inputs"], num_buckets, pad_id=pad_id)
+            target_batch["inputs"], num_buckets, pad_id=pad_id
+        )
         generic_M = phi.generic_M + total_ngram_counts(
-            generic_batch["inputs"], num_buckets, pad_id=pad_id)
+            generic_batch["inputs"], num_buckets, pad_id=pad_id
+        )
         phi = DsirCounts(target_M, generic_M)
         metrics = {
             "dsir/target_ngrams": jnp.sum(target_M),

@@ -1,4 +1,4 @@
-"""Outer updates of domain mixture weights alpha_K on the simplex (ALGORITHMS.md 6).
+"""Online domain mixture weights alpha_K (docs/algorithms.md, "domain_mixture").
 
 Generic examples carry a domain label d(x) in 0..K-1 (`batch["domain"]`, int[B]).
 The outer variable is a mixture alpha_K, parameterised by logits phi_K with
@@ -14,7 +14,8 @@ and generic batches are drawn from it. Two updates:
   weighting model w(x; phi) = alpha_{d(x)} / n_{d(x)} (n_k = count of domain k in
   the batch), so that sum_i w_i grad l_i = sum_k alpha_k grad L_k with L_k the
   batch's mean loss over domain k: the mixture gradient, whatever the batch's
-  domain frequencies are.
+  domain frequencies are. The method's own options are the caller's: ANOGRAD's
+  `normalization` and DDS's virtual step `eta` are passed through unchanged.
 
 Alignments a_k use linearity: one jvp of the loss vector along g_s gives the
 per-example alignments a_i, and a_k is their segment mean; no per-domain
@@ -101,7 +102,7 @@ def exponentiated_gradient_update(
       alpha_K: float[K] current mixture (on the simplex).
       alignment_K: float[K] a_k = <grad L_k, g_s>.
       present_K: bool[K] (or counts) whether domain k occurs in the batch.
-      step_size: EG step size (eta of ALGORITHMS.md 6).
+      step_size: EG step size (`mixture.step_size` in docs/algorithms.md).
       smoothing: s in [0, 1], mixing weight of the uniform distribution.
 
     Returns:
@@ -153,6 +154,7 @@ def mixture_weight_fn(
       `weight_fn(logits_K, batch) -> float[B]`, with n_k the count of domain k in
       the batch, so sum_i w_i l_i = sum_k alpha_k L_k (present domains only).
     """
+
     def weight_fn(logits_K: jax.Array, batch: PyTree) -> jax.Array:
         domain_B = batch[domain_key]
         alpha_K = mixture_alpha(logits_K, smoothing=smoothing)
@@ -191,9 +193,7 @@ def mixture_hypergradient(
       `MixtureState(alpha_K, inner_state, count)`; metrics are the inner method's
       plus `mixture/alpha/<k>` and `mixture/alpha_entropy`.
     """
-    method = make_method(
-        mixture_weight_fn(num_domains, smoothing=smoothing, domain_key=domain_key)
-    )
+    method = make_method(mixture_weight_fn(num_domains, smoothing=smoothing, domain_key=domain_key))
 
     def init(phi: jax.Array, theta: PyTree | None = None) -> base.MixtureState:
         return base.MixtureState(
@@ -229,9 +229,7 @@ def _exponentiated_gradient_method(
 
     def update(phi, outer_state, theta, generic_batch, target_batch, key=None):
         del phi, key
-        target_loss, g_s = jax.value_and_grad(
-            lambda p: jnp.mean(loss_fn(p, target_batch))
-        )(theta)
+        target_loss, g_s = jax.value_and_grad(lambda p: jnp.mean(loss_fn(p, target_batch)))(theta)
         alignment_K, count_K = domain_alignment(
             loss_fn, theta, generic_batch, generic_batch[domain_key], num_domains, g_s
         )
@@ -269,6 +267,7 @@ def mixture(
     objective: str = "anograd",
     eta: float = 0.0,
     eps: float = 1e-8,
+    normalization: str = "norm",
     domain_key: str = "domain",
 ) -> base.OuterMethod:
     """Outer method over domain mixture weights (module docstring).
@@ -282,8 +281,9 @@ def mixture(
       phi_tx: optimiser of the logits ("hypergradient" only; default `optax.sgd(step_size)`).
       objective: "anograd" or "dds" ("hypergradient" only; for SOBA use
         `mixture_hypergradient` with `make_method`).
-      eta: DDS virtual step (0 = first-order limit).
+      eta: DDS virtual step ("dds" only; 0 = first-order limit, eta divided out).
       eps: ANOGRAD denominator stabiliser.
+      normalization: ANOGRAD's normaliser, "norm" or "hessian" ("anograd" only).
       domain_key: key of the int[B] domain labels in the batch dict.
 
     Returns:
@@ -304,18 +304,24 @@ def mixture(
         raise ValueError(f"smoothing must lie in [0, 1], got {smoothing}")
     if update == "eg":
         return _exponentiated_gradient_method(
-            loss_fn, num_domains, step_size=step_size, smoothing=smoothing,
+            loss_fn,
+            num_domains,
+            step_size=step_size,
+            smoothing=smoothing,
             domain_key=domain_key,
         )
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     tx = optax.sgd(step_size) if phi_tx is None else phi_tx
     if objective == "anograd":
+
         def make_method(weight_fn):
-            return anograd(loss_fn, weight_fn, tx, eps=eps)
+            return anograd(loss_fn, weight_fn, tx, normalization=normalization, eps=eps)
     else:
+
         def make_method(weight_fn):
             return dds(loss_fn, weight_fn, tx, eta=eta)
+
     return mixture_hypergradient(
         num_domains, make_method, smoothing=smoothing, domain_key=domain_key
     )

@@ -1,10 +1,13 @@
-"""Draw b of the B examples of a big batch, with a fixed output size (ALGORITHMS.md 3, 5).
+"""Draw b of the B examples of a big batch, with a fixed output size.
 
 Every function returns `(indices int32[b], weights float32[b])`. The weights are
 the per-example weights of the selected examples in the training loss
 `sum_j weights_j l(x_{indices_j})`; they sum to 1 (uniform 1/b, except that
-`positive_only` puts weight 0 on filler examples). Sampling functions are pure in
-their key: the same key gives the same result.
+`positive_only` puts weight 0 on filler examples, and its proportional variant,
+strategy "positive_weighted", weights the kept examples by their positive scores).
+Sampling functions are pure in their key: the same key gives the same result.
+See docs/algorithms.md, "Big batch, cheap scores, small gradient batch",
+"align_filter" and "l2rw".
 """
 
 from typing import Any
@@ -14,7 +17,7 @@ import jax.numpy as jnp
 
 PyTree = Any
 
-STRATEGIES = ("top", "sample", "sample_with_replacement", "positive")
+STRATEGIES = ("top", "sample", "sample_with_replacement", "positive", "positive_weighted")
 
 
 def top_b(scores_B: jax.Array, b: int) -> tuple[jax.Array, jax.Array]:
@@ -103,18 +106,14 @@ def positive_only(
     else:
         # Positives keep their score (> 0); non-positives get a random
         # priority in (-1, 0], so they rank below every positive, in random order.
-        priority_B = jnp.where(
-            positive_B, scores_B, -jax.random.uniform(key, scores_B.shape)
-        )
+        priority_B = jnp.where(positive_B, scores_B, -jax.random.uniform(key, scores_B.shape))
     _, indices_b = jax.lax.top_k(priority_B, b)
     scores_b = scores_B[indices_b]
     kept_b = (scores_b > 0).astype(jnp.float32)
     if proportional:
         kept_b = kept_b * scores_b
     total = jnp.sum(kept_b)
-    weights_b = jnp.where(
-        total > 0, kept_b / jnp.where(total > 0, total, 1.0), 1.0 / b
-    )
+    weights_b = jnp.where(total > 0, kept_b / jnp.where(total > 0, total, 1.0), 1.0 / b)
     return indices_b.astype(jnp.int32), weights_b
 
 
@@ -126,11 +125,16 @@ def select(
     strategy: str,
     temperature: float = 1.0,
 ) -> tuple[jax.Array, jax.Array]:
-    """Draws b of B by strategy: "top", "sample", "sample_with_replacement", "positive".
+    """Draws b of B by strategy (one of `STRATEGIES`).
 
-    The sampling strategies use scores_B / temperature as logits (p = softmax);
-    "top" ignores temperature and key; "positive" uses the key (may be None) only
-    for its filler (see `positive_only`).
+    - "top": the b largest scores, weights 1/b (ignores temperature and key).
+    - "sample", "sample_with_replacement": scores_B / temperature as logits
+      (p = softmax), weights 1/b; need a key.
+    - "positive": the positive scores, weights 1/P, zero-weight filler (see
+      `positive_only`; the key, which may be None, only draws the filler).
+    - "positive_weighted": the b largest scores, weights max(0, s_i) / sum over the
+      kept b of max(0, s_j) (learning to reweight restricted to the kept b; uniform
+      1/b if no kept score is positive). Deterministic: ignores temperature and key.
 
     Returns:
       (indices int32[b], weights float32[b]).
@@ -141,6 +145,11 @@ def select(
         return top_b(scores_B, b)
     if strategy == "positive":
         return positive_only(scores_B, b, key)
+    if strategy == "positive_weighted":
+        # With key=None, positive_only keeps exactly the b largest scores (the
+        # non-positive ones at weight 0) and, proportional, weights them by
+        # max(0, s_i) / sum_j max(0, s_j): L2RW's normalisation over the kept b.
+        return positive_only(scores_B, b, None, proportional=True)
     if key is None:
         raise ValueError(f"strategy {strategy!r} needs a PRNG key")
     if isinstance(temperature, (int, float)) and temperature <= 0:

@@ -15,10 +15,7 @@ def leaf_paths(tree: PyTree) -> list[str]:
     `{"params": {"Dense_0": {"kernel": w}}}` gives `["params/Dense_0/kernel"]`.
     """
     paths_and_leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return [
-        jax.tree_util.keystr(path, simple=True, separator="/")
-        for path, _ in paths_and_leaves
-    ]
+    return [jax.tree_util.keystr(path, simple=True, separator="/") for path, _ in paths_and_leaves]
 
 
 def path_mask(tree: PyTree, pattern: str) -> PyTree:
@@ -34,7 +31,6 @@ def path_mask(tree: PyTree, pattern: str) -> PyTree:
         shown = ", ".join(repr(p) for p in paths[:12])
         more = f", ... ({len(paths)} in all)" if len(paths) > 12 else ""
         raise ValueError(
-            f"param_filter {pattern!r} matches no parameter; "
-            f"available paths: {shown}{more}"
+            f"param_filter {pattern!r} matches no parameter; available paths: {shown}{more}"
         )
     return jax.tree.unflatten(jax.tree.structure(tree), keep)

@@ -548,4 +548,3 @@ __all__ = [
     "split_doc_ids",
     "task_info",
 ]
-

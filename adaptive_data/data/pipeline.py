@@ -32,15 +32,26 @@ class _Encode(grain.transforms.Map):
         example = tokenizer.lm_example(record["text"], self._max_length)
         domain = record["domain"]
         if domain not in self._domain_ids:
-            raise ValueError(f"Document {record['doc_id']!r} has domain {domain!r}, which is not "
-                             f"in the corpus domains {sorted(self._domain_ids)}.")
+            raise ValueError(
+                f"Document {record['doc_id']!r} has domain {domain!r}, which is not "
+                f"in the corpus domains {sorted(self._domain_ids)}."
+            )
         example["domain"] = np.int32(self._domain_ids[domain])
         example["doc_id"] = np.asarray(record["doc_id"], dtype=object)
         return example
 
 
-def train_stream(source, *, domains, max_length: int, global_batch_size: int, seed: int,
-                 process_index: int = 0, process_count: int = 1, num_threads: int = 2):
+def train_stream(
+    source,
+    *,
+    domains,
+    max_length: int,
+    global_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    num_threads: int = 2,
+):
     """Returns an infinite grain IterDataset of this process's batches.
 
     The global batch of step t is elements ``[t * G, (t + 1) * G)`` of one seeded
@@ -49,18 +60,20 @@ def train_stream(source, *, domains, max_length: int, global_batch_size: int, se
     the global batch and its order do not depend on the number of processes.
     """
     if global_batch_size % process_count:
-        raise ValueError(f"Global batch size {global_batch_size} is not divisible by the "
-                         f"number of processes {process_count}.")
+        raise ValueError(
+            f"Global batch size {global_batch_size} is not divisible by the "
+            f"number of processes {process_count}."
+        )
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
     ds = ds.map(_Encode(domains, max_length))
     ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
     ds = ds[process_index::process_count]
-    return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                                prefetch_buffer_size=4))
+    return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4))
 
 
-def eval_batches(source, *, domains, max_length: int, batch_size: int,
-                 max_examples: int) -> list[dict[str, np.ndarray]]:
+def eval_batches(
+    source, *, domains, max_length: int, batch_size: int, max_examples: int
+) -> list[dict[str, np.ndarray]]:
     """The first ``max_examples`` documents of ``source`` as a list of full batches.
 
     The last batch is padded with all-padding examples (mask 0, num_bytes 0), which add
@@ -77,7 +90,7 @@ def eval_batches(source, *, domains, max_length: int, batch_size: int,
         blank["doc_id"] = np.asarray("", dtype=object)
         examples += [blank] * pad
     return [
-        {k: np.stack([e[k] for e in examples[i:i + batch_size]]) for k in examples[0]}
+        {k: np.stack([e[k] for e in examples[i : i + batch_size]]) for k in examples[0]}
         for i in range(0, len(examples), batch_size)
     ]
 

@@ -54,8 +54,17 @@ class RecordSource:
     restricts the view to a subset (used to split one file into train/valid/test).
     """
 
-    def __init__(self, parent, *, text_key="text", domain_key=None, default_domain,
-                 id_prefix, indices: Sequence[int] | None = None, name: str = ""):
+    def __init__(
+        self,
+        parent,
+        *,
+        text_key="text",
+        domain_key=None,
+        default_domain,
+        id_prefix,
+        indices: Sequence[int] | None = None,
+        name: str = "",
+    ):
         self._parent = parent
         self._text_key = text_key
         self._domain_key = domain_key
@@ -73,14 +82,21 @@ class RecordSource:
         if self._text_key not in record:
             raise DataError(
                 f"{self._name}: record {parent_index} has no text field {self._text_key!r} "
-                f"(fields: {sorted(record)}); set config.data.text_key to the right field.")
+                f"(fields: {sorted(record)}); set config.data.text_key to the right field."
+            )
         domain = self._default_domain
         if self._domain_key and self._domain_key in record:
             domain = _as_str(record[self._domain_key])
-        doc_id = _as_str(record["doc_id"]) if "doc_id" in record else (
-            f"{self._id_prefix}#{parent_index}")
-        return {"text": tokenizer.to_bytes(record[self._text_key]), "domain": domain,
-                "doc_id": doc_id}
+        doc_id = (
+            _as_str(record["doc_id"])
+            if "doc_id" in record
+            else (f"{self._id_prefix}#{parent_index}")
+        )
+        return {
+            "text": tokenizer.to_bytes(record[self._text_key]),
+            "domain": domain,
+            "doc_id": doc_id,
+        }
 
     def __repr__(self) -> str:
         return f"RecordSource({self._name}, {len(self)} docs)"
@@ -126,15 +142,19 @@ def read_text_file(path: str, *, text_key: str = "text") -> list[dict[str, Any]]
         if not isinstance(obj, dict) or text_key not in obj:
             raise DataError(
                 f"{file_path}:{line_number}: missing text field {text_key!r}; every JSONL line "
-                f"needs it (set config.data.text_key if your field has another name).")
-        record = {"text": str(obj[text_key]),
-                  "doc_id": str(obj.get("doc_id", f"{file_path.name}:{line_number}"))}
+                f"needs it (set config.data.text_key if your field has another name)."
+            )
+        record = {
+            "text": str(obj[text_key]),
+            "doc_id": str(obj.get("doc_id", f"{file_path.name}:{line_number}")),
+        }
         if "domain" in obj:
             record["domain"] = str(obj["domain"])
         records.append(record)
     if not records:
-        raise DataError(f"Data file {str(file_path)!r} holds no documents (it is empty "
-                        "or only blank lines).")
+        raise DataError(
+            f"Data file {str(file_path)!r} holds no documents (it is empty or only blank lines)."
+        )
     return records
 
 
@@ -169,16 +189,20 @@ def _tfds_source(name: str, split: str, data_dir: str | None, spec: str):
         raise DataError(
             f"TFDS dataset {name!r} is not prepared in data_dir={builder.data_dir_root!r}. "
             "Nothing is downloaded at run time: prepare it first (e.g. `tfds build "
-            f"{name} --file_format=array_record`) or set config.data.tfds_data_dir.")
+            f"{name} --file_format=array_record`) or set config.data.tfds_data_dir."
+        )
     if split not in builder.info.splits:
-        raise DataError(f"TFDS dataset {name!r} has no split {split!r}; it has "
-                        f"{sorted(builder.info.splits)}. Set the config.data.*_split keys.")
+        raise DataError(
+            f"TFDS dataset {name!r} has no split {split!r}; it has "
+            f"{sorted(builder.info.splits)}. Set the config.data.*_split keys."
+        )
     try:
         return builder.as_data_source(split=split)
     except Exception as e:
         raise DataError(
             f"TFDS dataset {name!r} cannot be read by random access ({e}). Prepare it with "
-            "--file_format=array_record.") from e
+            "--file_format=array_record."
+        ) from e
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -186,66 +210,103 @@ def _tfds_source(name: str, split: str, data_dir: str | None, spec: str):
 
 def _resolve(spec: str, role: str, data_cfg) -> tuple[dict[str, Any], set[str], str | None]:
     """Returns (splits of this role, domain names seen, domain of the target or None)."""
-    names = (("generic_train", "generic_valid") if role == "generic"
-             else ("target_train", "target_valid", "target_test"))
+    names = (
+        ("generic_train", "generic_valid")
+        if role == "generic"
+        else ("target_train", "target_valid", "target_test")
+    )
     default_domain = GENERIC_DOMAIN if role == "generic" else TARGET_DOMAIN
     if spec == "embedded":
         from adaptive_data.data import embedded_corpus
 
-        tfds_split = {"generic_train": "train", "generic_valid": "validation",
-                      "target_train": "target_train", "target_valid": "target_valid",
-                      "target_test": "target_test"}
+        tfds_split = {
+            "generic_train": "train",
+            "generic_valid": "validation",
+            "target_train": "target_train",
+            "target_valid": "target_valid",
+            "target_test": "target_test",
+        }
         share = data_cfg.pool_target_share
         splits = {
             n: RecordSource(
                 embedded_corpus.load_split(
-                    data_cfg.task, tfds_split[n], pool_target_share=share,
+                    data_cfg.task,
+                    tfds_split[n],
+                    pool_target_share=share,
                     max_target_train=data_cfg.max_target_train,
-                    data_dir=data_cfg.tfds_data_dir),
-                domain_key="domain", default_domain=default_domain, id_prefix="embedded",
-                name=f"embedded:{data_cfg.task}/{tfds_split[n]}")
-            for n in names}
+                    data_dir=data_cfg.tfds_data_dir,
+                ),
+                domain_key="domain",
+                default_domain=default_domain,
+                id_prefix="embedded",
+                name=f"embedded:{data_cfg.task}/{tfds_split[n]}",
+            )
+            for n in names
+        }
         target_domain = embedded_corpus.TASKS[data_cfg.task].target_domain
         return splits, set(embedded_corpus.DOMAINS), target_domain
     if spec.startswith("tfds:"):
-        name = spec[len("tfds:"):]
-        split_keys = {"generic_train": data_cfg.generic_train_split,
-                      "generic_valid": data_cfg.generic_valid_split,
-                      "target_train": data_cfg.target_train_split,
-                      "target_valid": data_cfg.target_valid_split,
-                      "target_test": data_cfg.target_test_split}
+        name = spec[len("tfds:") :]
+        split_keys = {
+            "generic_train": data_cfg.generic_train_split,
+            "generic_valid": data_cfg.generic_valid_split,
+            "target_train": data_cfg.target_train_split,
+            "target_valid": data_cfg.target_valid_split,
+            "target_test": data_cfg.target_test_split,
+        }
         splits = {
-            n: RecordSource(_tfds_source(name, split_keys[n], data_cfg.tfds_data_dir, spec),
-                            text_key=data_cfg.text_key, default_domain=default_domain,
-                            id_prefix=f"{name}/{split_keys[n]}", name=f"{spec}[{split_keys[n]}]")
-            for n in names}
+            n: RecordSource(
+                _tfds_source(name, split_keys[n], data_cfg.tfds_data_dir, spec),
+                text_key=data_cfg.text_key,
+                default_domain=default_domain,
+                id_prefix=f"{name}/{split_keys[n]}",
+                name=f"{spec}[{split_keys[n]}]",
+            )
+            for n in names
+        }
         return splits, {default_domain}, (TARGET_DOMAIN if role == "target" else None)
     if spec.startswith("file:"):
-        path = spec[len("file:"):]
+        path = spec[len("file:") :]
         records = read_text_file(path, text_key=data_cfg.text_key)
         if role == "generic":
-            fractions = {"generic_train": 1.0 - data_cfg.file_eval_fraction,
-                         "generic_valid": data_cfg.file_eval_fraction}
+            fractions = {
+                "generic_train": 1.0 - data_cfg.file_eval_fraction,
+                "generic_valid": data_cfg.file_eval_fraction,
+            }
         else:
-            fractions = {"target_train": 1.0 - 2 * data_cfg.file_eval_fraction,
-                         "target_valid": data_cfg.file_eval_fraction,
-                         "target_test": data_cfg.file_eval_fraction}
+            fractions = {
+                "target_train": 1.0 - 2 * data_cfg.file_eval_fraction,
+                "target_valid": data_cfg.file_eval_fraction,
+                "target_test": data_cfg.file_eval_fraction,
+            }
         assignment = _split_by_hash(records, fractions, salt=path)
         if role == "target":
             assignment["target_train"] = assignment["target_train"][: data_cfg.max_target_train]
         for n, indices in assignment.items():
             if not indices:
-                raise DataError(f"{path}: too few documents ({len(records)}) to fill split {n} "
-                                f"with config.data.file_eval_fraction="
-                                f"{data_cfg.file_eval_fraction}; add documents or raise it.")
-        splits = {n: RecordSource(records, domain_key="domain", default_domain=default_domain,
-                                  id_prefix=path, indices=assignment[n], name=spec)
-                  for n in names}
+                raise DataError(
+                    f"{path}: too few documents ({len(records)}) to fill split {n} "
+                    f"with config.data.file_eval_fraction="
+                    f"{data_cfg.file_eval_fraction}; add documents or raise it."
+                )
+        splits = {
+            n: RecordSource(
+                records,
+                domain_key="domain",
+                default_domain=default_domain,
+                id_prefix=path,
+                indices=assignment[n],
+                name=spec,
+            )
+            for n in names
+        }
         domains = {r.get("domain", default_domain) for r in records}
         single_domain = next(iter(domains)) if len(domains) == 1 else None
         return splits, domains, (single_domain if role == "target" else None)
-    raise DataError(f"Unknown data spec {spec!r} for config.data.{role}: use 'embedded', "
-                    "'tfds:NAME[/CONFIG][:VERSION]', 'file:PATH.txt' or 'file:PATH.jsonl'.")
+    raise DataError(
+        f"Unknown data spec {spec!r} for config.data.{role}: use 'embedded', "
+        "'tfds:NAME[/CONFIG][:VERSION]', 'file:PATH.txt' or 'file:PATH.jsonl'."
+    )
 
 
 def load_corpus(data_cfg) -> Corpus:
@@ -258,5 +319,9 @@ def load_corpus(data_cfg) -> Corpus:
     for name, source in {**generic, **target}.items():
         if len(source) == 0:
             raise DataError(f"Split {name} of the data is empty ({source!r}).")
-    return Corpus(splits={**generic, **target}, domains=domains, target_domain=target_domain,
-                  description=f"generic={data_cfg.generic} target={data_cfg.target}")
+    return Corpus(
+        splits={**generic, **target},
+        domains=domains,
+        target_domain=target_domain,
+        description=f"generic={data_cfg.generic} target={data_cfg.target}",
+    )

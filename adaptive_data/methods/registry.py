@@ -68,8 +68,9 @@ def config_choice(config, dotted_key: str, choices) -> str:
     for part in dotted_key.split("."):
         node = node[part]
     if node not in choices:
-        raise ValueError(f"config.{dotted_key}={node!r} is not valid; choose one of "
-                         f"{tuple(choices)}.")
+        raise ValueError(
+            f"config.{dotted_key}={node!r} is not valid; choose one of {tuple(choices)}."
+        )
     return node
 
 
@@ -80,24 +81,37 @@ def _optimizer(config, dotted_key: str, learning_rate) -> optax.GradientTransfor
 
 
 def _common(config, context: MethodContext, name: str) -> dict[str, Any]:
-    return {"name": name, "batch_size": int(config.train.batch_size),
-            "loss_fn": transformer.make_loss_fn(context.model, deterministic=False),
-            "tx": context.tx, "learning_rate": ts.learning_rate_schedule(config.train),
-            "num_domains": context.num_domains,
-            "target_domain_id": context.target_domain_id,
-            "keep_best": bool(config.checkpoint.keep_best)}
+    return {
+        "name": name,
+        "batch_size": int(config.train.batch_size),
+        "loss_fn": transformer.make_loss_fn(context.model, deterministic=False),
+        "tx": context.tx,
+        "learning_rate": ts.learning_rate_schedule(config.train),
+        "num_domains": context.num_domains,
+        "target_domain_id": context.target_domain_id,
+        "keep_best": bool(config.checkpoint.keep_best),
+    }
 
 
-def _supervised(config, context: MethodContext, name: str, streams, loss_weights,
-                **fields) -> Method:
+def _supervised(
+    config, context: MethodContext, name: str, streams, loss_weights, **fields
+) -> Method:
     common = _common(config, context, name)
     common["keep_best"] |= fields.pop("keep_best", False)
     return Method(streams=streams, loss_weights=loss_weights, **common, **fields)
 
 
-def selecting_method(config, context: MethodContext, name: str, *, score, strategy: str,
-                     outer: OuterMethod | None = None, outer_batch: str = "uniform",
-                     init_state=None) -> Method:
+def selecting_method(
+    config,
+    context: MethodContext,
+    name: str,
+    *,
+    score,
+    strategy: str,
+    outer: OuterMethod | None = None,
+    outer_batch: str = "uniform",
+    init_state=None,
+) -> Method:
     """A method that draws b of a big batch of k * b by ``score``.
 
     ``strategy`` is the method's default way of drawing (``config.select.strategy``
@@ -111,17 +125,30 @@ def selecting_method(config, context: MethodContext, name: str, *, score, strate
     b = int(config.train.batch_size)
     fields = {} if init_state is None else {"init_state": init_state}
     return Method(
-        streams={"generic": ("generic_train", k * b),
-                 "target": ("target_train", int(config.train.target_batch_size))},
-        loss_weights={"generic": 1.0}, score=score, strategy=strategy,
-        temperature=float(config.select.temperature), outer=outer, outer_batch=outer_batch,
+        streams={
+            "generic": ("generic_train", k * b),
+            "target": ("target_train", int(config.train.target_batch_size)),
+        },
+        loss_weights={"generic": 1.0},
+        score=score,
+        strategy=strategy,
+        temperature=float(config.select.temperature),
+        outer=outer,
+        outer_batch=outer_batch,
         selection_warmup_steps=int(config.select.warmup_steps),
-        outer_every=int(config.outer.every), **fields, **_common(config, context, name))
+        outer_every=int(config.outer.every),
+        **fields,
+        **_common(config, context, name),
+    )
 
 
-def weighting_method(make_outer: Callable[..., OuterMethod],
-                     outer_batch: Callable[[Any], str] = lambda config: "uniform", *,
-                     weight_mode: str = "positive", strategy: str = "sample"):
+def weighting_method(
+    make_outer: Callable[..., OuterMethod],
+    outer_batch: Callable[[Any], str] = lambda config: "uniform",
+    *,
+    weight_mode: str = "positive",
+    strategy: str = "sample",
+):
     """Constructor of a method whose b examples are drawn by a weighting model's logits.
 
     The byte-CNN ``w(x; phi)`` (``config.weighting``) scores the big batch; b examples
@@ -148,12 +175,20 @@ def weighting_method(make_outer: Callable[..., OuterMethod],
 
         def score(params, method_state: OuterState, big, target, key):
             del params, target, key
-            return weighting.weighting_forward(wmodel, method_state.phi, big["inputs"],
-                                               mode="logits")
+            return weighting.weighting_forward(
+                wmodel, method_state.phi, big["inputs"], mode="logits"
+            )
 
-        return selecting_method(config, context, config.method, score=score,
-                                strategy=strategy, outer=outer,
-                                outer_batch=outer_batch(config), init_state=init_state)
+        return selecting_method(
+            config,
+            context,
+            config.method,
+            score=score,
+            strategy=strategy,
+            outer=outer,
+            outer_batch=outer_batch(config),
+            init_state=init_state,
+        )
 
     return build
 
@@ -162,29 +197,46 @@ def weighting_method(make_outer: Callable[..., OuterMethod],
 
 
 def _base(config, context):
-    return _supervised(config, context, "base",
-                       {"generic": ("generic_train", int(config.train.batch_size))},
-                       {"generic": 1.0})
+    return _supervised(
+        config,
+        context,
+        "base",
+        {"generic": ("generic_train", int(config.train.batch_size))},
+        {"generic": 1.0},
+    )
 
 
 def _mixing(config, context):
     gw = float(config.mixing.generic_weight)
     if not 0.0 <= gw <= 1.0:
         raise ValueError(f"config.mixing.generic_weight={gw} must be in [0, 1].")
-    return _supervised(config, context, "mixing",
-                       {"generic": ("generic_train", int(config.train.batch_size)),
-                        "target": ("target_train", int(config.train.target_batch_size))},
-                       {"generic": gw, "target": 1.0 - gw})
+    return _supervised(
+        config,
+        context,
+        "mixing",
+        {
+            "generic": ("generic_train", int(config.train.batch_size)),
+            "target": ("target_train", int(config.train.target_batch_size)),
+        },
+        {"generic": gw, "target": 1.0 - gw},
+    )
 
 
 def _finetune(config, context):
     if not config.finetune.init_from:
-        raise ValueError("config.method='finetune' needs config.finetune.init_from: the "
-                         "workdir of a pretrained run (e.g. a base run).")
-    return _supervised(config, context, "finetune",
-                       {"target": ("target_train", int(config.train.batch_size))},
-                       {"target": 1.0}, init_from=str(config.finetune.init_from),
-                       keep_best=True)
+        raise ValueError(
+            "config.method='finetune' needs config.finetune.init_from: the "
+            "workdir of a pretrained run (e.g. a base run)."
+        )
+    return _supervised(
+        config,
+        context,
+        "finetune",
+        {"target": ("target_train", int(config.train.batch_size))},
+        {"target": 1.0},
+        init_from=str(config.finetune.init_from),
+        keep_best=True,
+    )
 
 
 def _align_filter(config, context):
@@ -196,8 +248,15 @@ def _align_filter(config, context):
         del method_state, key
         target_grad = alignment.mean_gradient(loss_fn, params, target)
         return alignment.per_example_alignment(
-            loss_fn, params, big, target_grad, method=method, chunk_size=f.chunk_size,
-            param_filter=f.param_filter or None, normalize=f.normalize)
+            loss_fn,
+            params,
+            big,
+            target_grad,
+            method=method,
+            chunk_size=f.chunk_size,
+            param_filter=f.param_filter or None,
+            normalize=f.normalize,
+        )
 
     return selecting_method(config, context, "align_filter", score=score, strategy="top")
 
@@ -210,33 +269,43 @@ def _l2rw(config, context):
         # eta only scales u_i = eta <grad l_i, g_s> and cancels in the normalisation.
         return l2rw_weights(loss_fn, params, big, target, eta=1.0)
 
-    return selecting_method(config, context, "l2rw", score=score,
-                            strategy="positive_weighted")
+    return selecting_method(config, context, "l2rw", score=score, strategy="positive_weighted")
 
 
 def _anograd_outer(config, loss_fn, weight_fn, phi_tx):
     a = config.anograd
     return anograd(
-        loss_fn, weight_fn, phi_tx,
-        normalization=config_choice(config, "anograd.normalization",
-                                    NORMALIZATIONS),
-        param_filter=a.param_filter or None)
+        loss_fn,
+        weight_fn,
+        phi_tx,
+        normalization=config_choice(config, "anograd.normalization", NORMALIZATIONS),
+        param_filter=a.param_filter or None,
+    )
 
 
 def _soba_outer(config, loss_fn, weight_fn, phi_tx):
     s = config.soba
-    v_learning_rate = (ts.learning_rate_schedule(config.train) if s.v_learning_rate is None
-                       else float(s.v_learning_rate))
+    v_learning_rate = (
+        ts.learning_rate_schedule(config.train)
+        if s.v_learning_rate is None
+        else float(s.v_learning_rate)
+    )
     if config_choice(config, "soba.v_optimizer", ("adam", "sgd")) == "adam":
         v_tx = optax.adam(v_learning_rate, b1=0.9, b2=0.98, eps=1e-9)
     else:
         v_tx = optax.sgd(v_learning_rate)
     return soba(
-        loss_fn, weight_fn, phi_tx, v_tx, hessian_free=bool(s.hessian_free),
-        hessian_free_curvature=config_choice(config, "soba.hessian_free_curvature",
-                                             ("zero", "identity")),
+        loss_fn,
+        weight_fn,
+        phi_tx,
+        v_tx,
+        hessian_free=bool(s.hessian_free),
+        hessian_free_curvature=config_choice(
+            config, "soba.hessian_free_curvature", ("zero", "identity")
+        ),
         hessian_reg=float(s.hessian_reg),
-        hessian_weights=config_choice(config, "soba.hessian_weights", ("uniform", "weighted")))
+        hessian_weights=config_choice(config, "soba.hessian_weights", ("uniform", "weighted")),
+    )
 
 
 def _dds_outer(config, loss_fn, weight_fn, phi_tx):
@@ -247,15 +316,22 @@ def _domain_mixture(config, context):
     m = config.mixture
     loss_fn = transformer.make_loss_fn(context.model)
     update = config_choice(config, "mixture.update_rule", mixture.UPDATES)
-    phi_tx = (_optimizer(config, "outer.optimizer", float(m.step_size))
-              if update == "hypergradient" else None)
+    phi_tx = (
+        _optimizer(config, "outer.optimizer", float(m.step_size))
+        if update == "hypergradient"
+        else None
+    )
     outer = mixture.mixture(
-        loss_fn, context.num_domains, update=update, step_size=float(m.step_size),
-        smoothing=float(m.smoothing), phi_tx=phi_tx,
+        loss_fn,
+        context.num_domains,
+        update=update,
+        step_size=float(m.step_size),
+        smoothing=float(m.smoothing),
+        phi_tx=phi_tx,
         objective=config_choice(config, "mixture.objective", mixture.OBJECTIVES),
         eta=float(config.dds.eta),
-        normalization=config_choice(config, "anograd.normalization",
-                                    NORMALIZATIONS))
+        normalization=config_choice(config, "anograd.normalization", NORMALIZATIONS),
+    )
     num_domains = context.num_domains
 
     def init_state(key, params) -> OuterState:
@@ -267,11 +343,18 @@ def _domain_mixture(config, context):
         del params, target, key
         counts_K = mixture.domain_counts(big["domain"], num_domains)
         share_K = jnp.maximum(counts_K, 1.0) / big["domain"].shape[0]
-        return mixture.mixture_resampling_logits(method_state.outer.alpha_K, share_K,
-                                                 big["domain"])
+        return mixture.mixture_resampling_logits(method_state.outer.alpha_K, share_K, big["domain"])
 
-    return selecting_method(config, context, "domain_mixture", score=score, strategy="sample",
-                            outer=outer, outer_batch="big", init_state=init_state)
+    return selecting_method(
+        config,
+        context,
+        "domain_mixture",
+        score=score,
+        strategy="sample",
+        outer=outer,
+        outer_batch="big",
+        init_state=init_state,
+    )
 
 
 def _classifier_outer(config, loss_fn, weight_fn, phi_tx):
@@ -283,8 +366,10 @@ def _dsir(config, context):
     d = config.dsir
     num_buckets, smoothing = int(d.num_buckets), float(d.smoothing)
     if num_buckets < 1 or smoothing <= 0:
-        raise ValueError(f"config.dsir.num_buckets={num_buckets} must be >= 1 and "
-                         f"config.dsir.smoothing={smoothing} > 0.")
+        raise ValueError(
+            f"config.dsir.num_buckets={num_buckets} must be >= 1 and "
+            f"config.dsir.smoothing={smoothing} > 0."
+        )
     outer = dsir.dsir(num_buckets, smoothing=smoothing)
 
     def init_state(key, params) -> OuterState:
@@ -296,8 +381,16 @@ def _dsir(config, context):
         del params, target, key
         return dsir.dsir_log_weights(method_state.phi, big["inputs"], smoothing=smoothing)
 
-    return selecting_method(config, context, "dsir", score=score, strategy="sample",
-                            outer=outer, outer_batch="big", init_state=init_state)
+    return selecting_method(
+        config,
+        context,
+        "dsir",
+        score=score,
+        strategy="sample",
+        outer=outer,
+        outer_batch="big",
+        init_state=init_state,
+    )
 
 
 def _reference_method(config, context, name: str, *, score_fn, workdirs: dict[str, str]):
@@ -312,9 +405,13 @@ def _reference_method(config, context, name: str, *, score_fn, workdirs: dict[st
         if not path:
             raise ValueError(
                 f"config.method={name!r} needs config.{key}: the workdir of "
-                + ("a base run (generic data)" if field == "generic" else
-                   "a run trained on target_train (e.g. method=finetune from a base run)")
-                + "; experiments/benchmark.py makes both.")
+                + (
+                    "a base run (generic data)"
+                    if field == "generic"
+                    else "a run trained on target_train (e.g. method=finetune from a base run)"
+                )
+                + "; experiments/benchmark.py makes both."
+            )
         paths[field] = str(path)
     loss_fn = transformer.make_loss_fn(context.model)
 
@@ -323,16 +420,20 @@ def _reference_method(config, context, name: str, *, score_fn, workdirs: dict[st
         return ReferenceModels(**{f: jax.tree.map(jnp.zeros_like, params) for f in paths})
 
     def load_state(references: ReferenceModels) -> ReferenceModels:
-        return references._replace(**{
-            f: ckpt.restore_pretrained_params(path, getattr(references, f), prefer_best=True)
-            for f, path in paths.items()})
+        return references._replace(
+            **{
+                f: ckpt.restore_pretrained_params(path, getattr(references, f), prefer_best=True)
+                for f, path in paths.items()
+            }
+        )
 
     def score(params, references: ReferenceModels, big, target, key):
         del target, key
         return score_fn(loss_fn, params, references, big)
 
-    method = selecting_method(config, context, name, score=score, strategy="top",
-                              init_state=init_state)
+    method = selecting_method(
+        config, context, name, score=score, strategy="top", init_state=init_state
+    )
     return dataclasses.replace(method, load_state=load_state)
 
 
@@ -340,8 +441,9 @@ def _rho(config, context):
     def reducible_loss(loss_fn, params, references, big):
         return loss_fn(params, big) - loss_fn(references.target, big)
 
-    return _reference_method(config, context, "rho", score_fn=reducible_loss,
-                             workdirs={"target": "rho.reference_from"})
+    return _reference_method(
+        config, context, "rho", score_fn=reducible_loss, workdirs={"target": "rho.reference_from"}
+    )
 
 
 def _cds(config, context):
@@ -350,63 +452,97 @@ def _cds(config, context):
         # Keep the lowest l_target - l_generic: the top b of its negation.
         return loss_fn(references.generic, big) - loss_fn(references.target, big)
 
-    return _reference_method(config, context, "cds", score_fn=contrastive_score,
-                             workdirs={"generic": "cds.generic_from",
-                                       "target": "cds.target_from"})
+    return _reference_method(
+        config,
+        context,
+        "cds",
+        score_fn=contrastive_score,
+        workdirs={"generic": "cds.generic_from", "target": "cds.target_from"},
+    )
 
 
 METHODS: dict[str, MethodSpec] = {
     "base": MethodSpec(_base, "generic data only"),
     "mixing": MethodSpec(_mixing, "gradients of gw L_generic + (1 - gw) L_target"),
-    "finetune": MethodSpec(_finetune, "target_train only, from a pretrained workdir, "
-                           "best checkpoint by target_valid"),
+    "finetune": MethodSpec(
+        _finetune, "target_train only, from a pretrained workdir, best checkpoint by target_valid"
+    ),
     "align_filter": MethodSpec(
-        _align_filter, "top b of B by exact alignment <grad l_i, g_s> (the oracle filter)",
-        scorer="lm_gradient"),
+        _align_filter,
+        "top b of B by exact alignment <grad l_i, g_s> (the oracle filter)",
+        scorer="lm_gradient",
+    ),
     "anograd": MethodSpec(
         weighting_method(_anograd_outer),
         "b sampled by a weighting CNN; phi maximises <g_w, g_s> / ||g_w||",
-        scorer="weighting_model"),
+        scorer="weighting_model",
+    ),
     "soba": MethodSpec(
-        weighting_method(_soba_outer,
-                         lambda c: config_choice(c, "soba.outer_batch", OUTER_BATCHES)),
-        "b sampled by a weighting CNN; phi follows the SOBA hypergradient, "
-        "v ~ -H^-1 grad L_s", scorer="weighting_model"),
+        weighting_method(
+            _soba_outer, lambda c: config_choice(c, "soba.outer_batch", OUTER_BATCHES)
+        ),
+        "b sampled by a weighting CNN; phi follows the SOBA hypergradient, v ~ -H^-1 grad L_s",
+        scorer="weighting_model",
+    ),
     "dds": MethodSpec(
-        weighting_method(_dds_outer,
-                         lambda c: config_choice(c, "dds.lookahead_batch",
-                                                 ("uniform", "selected"))),
+        weighting_method(
+            _dds_outer, lambda c: config_choice(c, "dds.lookahead_batch", ("uniform", "selected"))
+        ),
         "b sampled by a weighting CNN; phi descends L_s after a virtual step "
-        "theta - eta sum_i wbar_i grad l_i", scorer="weighting_model"),
+        "theta - eta sum_i wbar_i grad l_i",
+        scorer="weighting_model",
+    ),
     "l2rw": MethodSpec(
-        _l2rw, "learning to reweight: b largest max(0, <grad l_i, g_s>), trained with "
-        "those weights renormalised", scorer="lm_gradient"),
+        _l2rw,
+        "learning to reweight: b largest max(0, <grad l_i, g_s>), trained with "
+        "those weights renormalised",
+        scorer="lm_gradient",
+    ),
     "domain_mixture": MethodSpec(
-        _domain_mixture, "domain mixture alpha (EG on domain alignment, or a "
-        "hypergradient); b resampled from B to follow alpha", scorer="domain"),
+        _domain_mixture,
+        "domain mixture alpha (EG on domain alignment, or a "
+        "hypergradient); b resampled from B to follow alpha",
+        scorer="domain",
+    ),
     "classifier": MethodSpec(
-        weighting_method(_classifier_outer, lambda config: "big", weight_mode="logits",
-                         strategy="top"),
+        weighting_method(
+            _classifier_outer, lambda config: "big", weight_mode="logits", strategy="top"
+        ),
         "top b of B by the logit of a target-vs-generic classifier (the weighting CNN) "
-        "trained online", scorer="weighting_model"),
+        "trained online",
+        scorer="weighting_model",
+    ),
     "cds": MethodSpec(
-        _cds, "contrastive data selection: b of B with the lowest l_finetuned - l_generic "
-        "(two fixed LMs from a base run and its fine-tuned copy)", scorer="lm_forward"),
+        _cds,
+        "contrastive data selection: b of B with the lowest l_finetuned - l_generic "
+        "(two fixed LMs from a base run and its fine-tuned copy)",
+        scorer="lm_forward",
+    ),
     "dsir": MethodSpec(
-        _dsir, "importance resampling on hashed uni+bigram features: b of B drawn by "
-        "p_target(x) / p_generic(x), both estimated online", scorer="ngram"),
+        _dsir,
+        "importance resampling on hashed uni+bigram features: b of B drawn by "
+        "p_target(x) / p_generic(x), both estimated online",
+        scorer="ngram",
+    ),
     "rho": MethodSpec(
-        _rho, "RHO-LOSS: top b of B by reducible loss l(x; theta) - l(x; theta_ref), "
-        "theta_ref trained on target_train", scorer="lm_forward"),
+        _rho,
+        "RHO-LOSS: top b of B by reducible loss l(x; theta) - l(x; theta_ref), "
+        "theta_ref trained on target_train",
+        scorer="lm_forward",
+    ),
 }
 
 
 def build(config, *, model, tx, domains, target_domain) -> Method:
     """The ``Method`` of ``config.method`` for this LM, optimiser and domain vocabulary."""
     if config.method not in METHODS:
-        raise ValueError(f"Unknown config.method={config.method!r}; choose one of "
-                         f"{sorted(METHODS)}.")
+        raise ValueError(
+            f"Unknown config.method={config.method!r}; choose one of {sorted(METHODS)}."
+        )
     context = MethodContext(
-        model=model, tx=tx, num_domains=len(domains),
-        target_domain_id=domains.index(target_domain) if target_domain in domains else None)
+        model=model,
+        tx=tx,
+        num_domains=len(domains),
+        target_domain_id=domains.index(target_domain) if target_domain in domains else None,
+    )
     return METHODS[config.method](config, context)

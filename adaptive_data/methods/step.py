@@ -38,8 +38,11 @@ SAMPLING_STRATEGIES = ("sample", "sample_with_replacement")
 def selection_metrics(big, indices_b, target_domain_id: int | None, num_domains: int):
     """Shares of the target domain in the selected b vs the big batch, per-domain shares."""
     selected_domain = big["domain"][indices_b]
-    metrics = {"select/domain_share": (mixture.domain_counts(selected_domain, num_domains)
-                                       / selected_domain.shape[0])}
+    metrics = {
+        "select/domain_share": (
+            mixture.domain_counts(selected_domain, num_domains) / selected_domain.shape[0]
+        )
+    }
     if target_domain_id is not None:
         metrics["select/target_share"] = jnp.mean(selected_domain == target_domain_id)
         metrics["select/pool_target_share"] = jnp.mean(big["domain"] == target_domain_id)
@@ -68,27 +71,41 @@ def _select(method: Method, state: ts.TrainState, big, target, key, active: bool
     if not active:
         return jnp.arange(b), jnp.full((b,), 1.0 / b), metrics
     scores_B = method.score(state.params, state.method_state, big, target, key)
-    indices_b, weights_b = selection.select(key, scores_B, b, strategy=method.strategy,
-                                            temperature=method.temperature)
-    metrics.update({"select/score_selected": jnp.mean(scores_B[indices_b]),
-                    "select/score_all": jnp.mean(scores_B)})
+    indices_b, weights_b = selection.select(
+        key, scores_B, b, strategy=method.strategy, temperature=method.temperature
+    )
+    metrics.update(
+        {
+            "select/score_selected": jnp.mean(scores_B[indices_b]),
+            "select/score_all": jnp.mean(scores_B),
+        }
+    )
     if method.strategy in SAMPLING_STRATEGIES:
         metrics.update(sampling_metrics(scores_B / method.temperature))
     return indices_b, weights_b, metrics
 
 
 def _outer_update(method: Method, state: ts.TrainState, big, selected, target, key):
-    generic = {"big": big, "selected": selected,
-               "uniform": selection.gather(big, jnp.arange(method.batch_size))}[
-                   method.outer_batch]
+    generic = {
+        "big": big,
+        "selected": selected,
+        "uniform": selection.gather(big, jnp.arange(method.batch_size)),
+    }[method.outer_batch]
     method_state: OuterState = state.method_state
-    phi, outer_state, metrics = method.outer.update(method_state.phi, method_state.outer,
-                                                    state.params, generic, target, key)
+    phi, outer_state, metrics = method.outer.update(
+        method_state.phi, method_state.outer, state.params, generic, target, key
+    )
     return OuterState(phi, outer_state), metrics
 
 
-def train_step(state: ts.TrainState, batches: dict[str, Any], *, method: Method,
-               active: bool, outer_update: bool) -> tuple[ts.TrainState, dict[str, Any]]:
+def train_step(
+    state: ts.TrainState,
+    batches: dict[str, Any],
+    *,
+    method: Method,
+    active: bool,
+    outer_update: bool,
+) -> tuple[ts.TrainState, dict[str, Any]]:
     """One update of ``method`` (see the module docstring); ``active`` and
     ``outer_update`` are static (``method.flags(step)``)."""
     select_key, dropout_key, outer_key = jax.random.split(state.step_key(), 3)
@@ -96,13 +113,15 @@ def train_step(state: ts.TrainState, batches: dict[str, Any], *, method: Method,
     weighted = {s: (batches[s], None) for s in method.loss_weights}  # (batch, weights)
     if method.selects:
         big = batches["generic"]
-        indices_b, weights_b, select_metrics = _select(method, state, big, batches["target"],
-                                                       select_key, active)
+        indices_b, weights_b, select_metrics = _select(
+            method, state, big, batches["target"], select_key, active
+        )
         selected = _constrain_to_batch_sharding(selection.gather(big, indices_b))
         weighted["generic"] = (selected, weights_b)
         metrics.update(select_metrics)
-        metrics.update(selection_metrics(big, indices_b, method.target_domain_id,
-                                         method.num_domains))
+        metrics.update(
+            selection_metrics(big, indices_b, method.target_domain_id, method.num_domains)
+        )
     dropout_keys = dict(zip(weighted, jax.random.split(dropout_key, len(weighted))))
 
     def objective(params):
@@ -113,8 +132,13 @@ def train_step(state: ts.TrainState, batches: dict[str, Any], *, method: Method,
         return sum(method.loss_weights[s] * losses[s] for s in weighted), losses
 
     (loss, losses), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-    metrics.update({"train/loss": loss, "train/grad_norm": optax.tree.norm(grads),
-                    "train/lr": method.learning_rate(state.step)})
+    metrics.update(
+        {
+            "train/loss": loss,
+            "train/grad_norm": optax.tree.norm(grads),
+            "train/lr": method.learning_rate(state.step),
+        }
+    )
     if len(losses) > 1:
         metrics.update({f"train/{s}_loss": v for s, v in losses.items()})
 
@@ -123,8 +147,13 @@ def train_step(state: ts.TrainState, batches: dict[str, Any], *, method: Method,
         metrics["outer/updated"] = jnp.float32(outer_update)
         if outer_update:
             method_state, outer_metrics = _outer_update(
-                method, state, batches["generic"], weighted["generic"][0], batches["target"],
-                outer_key)
+                method,
+                state,
+                batches["generic"],
+                weighted["generic"][0],
+                batches["target"],
+                outer_key,
+            )
             metrics.update(outer_metrics)
     state = ts.apply_gradients(state, grads, method.tx, method_state=method_state)
     metrics["train/param_norm"] = optax.tree.norm(state.params)
@@ -139,6 +168,9 @@ def jit_train_step(method: Method, state_sharding: Any = None):
     is split over the mesh like every other batch.
     """
     out_shardings = None if state_sharding is None else (state_sharding, None)
-    return jax.jit(functools.partial(train_step, method=method),
-                   static_argnames=("active", "outer_update"), donate_argnums=0,
-                   out_shardings=out_shardings)
+    return jax.jit(
+        functools.partial(train_step, method=method),
+        static_argnames=("active", "outer_update"),
+        donate_argnums=0,
+        out_shardings=out_shardings,
+    )

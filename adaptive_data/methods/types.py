@@ -119,12 +119,15 @@ class Method:
 
     def __post_init__(self):
         if self.outer_batch not in OUTER_BATCHES:
-            raise ValueError(f"{self.name}: outer_batch={self.outer_batch!r} must be one of "
-                             f"{OUTER_BATCHES}.")
+            raise ValueError(
+                f"{self.name}: outer_batch={self.outer_batch!r} must be one of {OUTER_BATCHES}."
+            )
         unknown = set(self.loss_weights) - set(self.streams)
         if unknown:
-            raise ValueError(f"{self.name}: loss weights of streams {sorted(unknown)} that "
-                             f"it does not read ({sorted(self.streams)}).")
+            raise ValueError(
+                f"{self.name}: loss weights of streams {sorted(unknown)} that "
+                f"it does not read ({sorted(self.streams)})."
+            )
 
     @property
     def selects(self) -> bool:
@@ -136,6 +139,9 @@ class Method:
         batch) after the selection warm-up, ``outer_update`` every ``outer_every`` steps
         after it. A host-side schedule, so no compiled step pays for a conditional."""
         active = self.selects and step >= self.selection_warmup_steps
-        outer_update = (self.outer is not None and step >= self.selection_warmup_steps
-                        and step % self.outer_every == 0)
+        outer_update = (
+            self.outer is not None
+            and step >= self.selection_warmup_steps
+            and step % self.outer_every == 0
+        )
         return {"active": active, "outer_update": outer_update}

@@ -70,10 +70,15 @@ class TransformerLM(nn.Module):
                 f"Sequence length {length} exceeds model.max_length={cfg.max_length}; "
                 "raise config.model.max_length or lower config.data.max_length."
             )
-        embed = nn.Embed(cfg.vocab_size, cfg.width, name="embed",
-                         embedding_init=nn.initializers.normal(stddev=0.02))
-        pos_embed = self.param("pos_embed", nn.initializers.normal(stddev=0.02),
-                               (cfg.max_length, cfg.width))
+        embed = nn.Embed(
+            cfg.vocab_size,
+            cfg.width,
+            name="embed",
+            embedding_init=nn.initializers.normal(stddev=0.02),
+        )
+        pos_embed = self.param(
+            "pos_embed", nn.initializers.normal(stddev=0.02), (cfg.max_length, cfg.width)
+        )
         x_BxLxD = embed(inputs_BxL) + pos_embed[None, :length]
         x_BxLxD = nn.Dropout(cfg.dropout_rate)(x_BxLxD, deterministic=deterministic)
         x_BxLxD = x_BxLxD.astype(dtype)
@@ -87,10 +92,17 @@ class TransformerLM(nn.Module):
 
 def from_config(model_cfg) -> TransformerLM:
     """The LM of a ``config.model`` block (num_layers, width, mlp_dim, num_heads, ...)."""
-    return TransformerLM(TransformerConfig(
-        num_layers=model_cfg.num_layers, width=model_cfg.width, mlp_dim=model_cfg.mlp_dim,
-        num_heads=model_cfg.num_heads, max_length=model_cfg.max_length,
-        dropout_rate=model_cfg.dropout_rate, dtype=model_cfg.dtype))
+    return TransformerLM(
+        TransformerConfig(
+            num_layers=model_cfg.num_layers,
+            width=model_cfg.width,
+            mlp_dim=model_cfg.mlp_dim,
+            num_heads=model_cfg.num_heads,
+            max_length=model_cfg.max_length,
+            dropout_rate=model_cfg.dropout_rate,
+            dtype=model_cfg.dtype,
+        )
+    )
 
 
 def token_nll(logits_BxLxV, targets_BxL):
@@ -110,8 +122,9 @@ def make_loss_fn(model: TransformerLM, *, deterministic: bool = True) -> Callabl
 
     def loss_fn(params, batch, dropout_key=None):
         rngs = None if deterministic else {"dropout": dropout_key}
-        logits = model.apply({"params": params}, batch["inputs"],
-                             deterministic=deterministic, rngs=rngs)
+        logits = model.apply(
+            {"params": params}, batch["inputs"], deterministic=deterministic, rngs=rngs
+        )
         nll_BxL = token_nll(logits, batch["targets"])
         mask_BxL = batch["mask"]
         return jnp.sum(nll_BxL * mask_BxL, axis=-1) / jnp.maximum(jnp.sum(mask_BxL, axis=-1), 1.0)

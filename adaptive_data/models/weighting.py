@@ -1,9 +1,10 @@
 """The weighting model w(x; phi): a small byte CNN giving one logit per example.
 
 Which output each method uses (see `example_weights`):
-- ANOGRAD, SOBA, DDS (outer updates, ALGORITHMS.md 4): mode "positive", weights
-  softmax(logits_B) * B * softplus(scale) > 0, whose batch mean is softplus(scale).
-- The sampler that draws b of B (ALGORITHMS.md 3): mode "logits" (raw logits fed
+- ANOGRAD, SOBA, DDS (outer updates, docs/algorithms.md, "The weighting model"): mode
+  "positive", weights softmax(logits_B) * B * softplus(scale) > 0, whose batch mean is
+  softplus(scale).
+- The sampler that draws b of B (docs/algorithms.md, section 3): mode "logits" (raw logits fed
   to `core.selection.select` as scores, p = softmax(logits / temperature)), or
   equivalently mode "probability" for the probabilities themselves.
 - The classifier-selection baseline: mode "logits" (a binary classifier's logit).
@@ -53,9 +54,7 @@ class WeightingModel(nn.Module):
     pad_id: int = 258
 
     @nn.compact
-    def __call__(
-        self, inputs: jax.Array, mask: jax.Array | None = None
-    ) -> jax.Array:
+    def __call__(self, inputs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """Logits of a batch.
 
         Args:
@@ -79,9 +78,9 @@ class WeightingModel(nn.Module):
 
         x_BLE = nn.Embed(self.vocab_size, self.embed_dim, name="embed")(inputs)
         for i, features in enumerate(self.conv_features):
-            x_BLE = nn.Conv(
-                features, (self.kernel_size,), padding="SAME", name=f"conv_{i}"
-            )(x_BLE * mask_BL1)
+            x_BLE = nn.Conv(features, (self.kernel_size,), padding="SAME", name=f"conv_{i}")(
+                x_BLE * mask_BL1
+            )
             x_BLE = act(x_BLE)
         counts_B1 = jnp.maximum(jnp.sum(mask_BL1, axis=1), 1.0)
         pooled_BE = jnp.sum(x_BLE * mask_BL1, axis=1) / counts_B1
@@ -92,15 +91,15 @@ class WeightingModel(nn.Module):
 
 def from_config(weighting_cfg) -> WeightingModel:
     """The weighting model of a ``config.weighting`` block."""
-    return WeightingModel(embed_dim=weighting_cfg.embed_dim,
-                          conv_features=tuple(weighting_cfg.conv_features),
-                          kernel_size=weighting_cfg.kernel_size,
-                          activation=weighting_cfg.activation)
+    return WeightingModel(
+        embed_dim=weighting_cfg.embed_dim,
+        conv_features=tuple(weighting_cfg.conv_features),
+        kernel_size=weighting_cfg.kernel_size,
+        activation=weighting_cfg.activation,
+    )
 
 
-def example_weights(
-    logits_B: jax.Array, mode: str, scale: jax.Array | None = None
-) -> jax.Array:
+def example_weights(logits_B: jax.Array, mode: str, scale: jax.Array | None = None) -> jax.Array:
     """Per-example weights from the weighting model's logits.
 
     Args:

@@ -30,26 +30,36 @@ from adaptive_data.methods import METHODS
 # Big batch factor k by what scores the big batch (``MethodSpec.scorer``; big batch =
 # k * 128 examples): scoring with the LM itself costs a forward (and jvp) pass per example,
 # so those methods read fewer candidates than the cheap scorers.
-DOWNSAMPLING_BY_SCORER = {"none": 1, "lm_gradient": 16, "lm_forward": 16,
-                          "weighting_model": 64, "domain": 64, "ngram": 64}
+DOWNSAMPLING_BY_SCORER = {
+    "none": 1,
+    "lm_gradient": 16,
+    "lm_forward": 16,
+    "weighting_model": 64,
+    "domain": 64,
+    "ngram": 64,
+}
 DOWNSAMPLING = {name: DOWNSAMPLING_BY_SCORER[spec.scorer] for name, spec in METHODS.items()}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """``method=...,target=<data spec>,generic=<data spec>,fsdp=N,runlocal``."""
-    arg = config_args.parse_arg(arg, method="anograd", target="", generic="tfds:c4/en:3.1.0",
-                                fsdp=1, runlocal=False)
+    arg = config_args.parse_arg(
+        arg, method="anograd", target="", generic="tfds:c4/en:3.1.0", fsdp=1, runlocal=False
+    )
     if arg.method not in DOWNSAMPLING:
         raise ValueError(f"Unknown method {arg.method!r}; choose one of {sorted(DOWNSAMPLING)}.")
     config = config_args.load_config(
         pathlib.Path(__file__).resolve().parent.parent / "default.py",
-        f"method={arg.method},size=paper{',runlocal' if arg.runlocal else ''}")
+        f"method={arg.method},size=paper{',runlocal' if arg.runlocal else ''}",
+    )
     if arg.runlocal:
         config.select.downsampling = min(4, DOWNSAMPLING[arg.method])
         return config
     if not arg.target:
-        raise ValueError("configs/paper/c4.py needs a target sample: "
-                         ":target=file:/path/target.jsonl (or tfds:NAME, or embedded).")
+        raise ValueError(
+            "configs/paper/c4.py needs a target sample: "
+            ":target=file:/path/target.jsonl (or tfds:NAME, or embedded)."
+        )
     config.data.generic = arg.generic
     config.data.target = arg.target
     config.data.generic_valid_split = "validation"

@@ -17,10 +17,11 @@ Order within a training step (all from the state at the start of the step, so th
 outer and inner updates can share one jitted step): with (theta_t, phi_t, state_t),
 (1) score the big batch B with w(.; phi_t) and draw the inner batch of b;
 (2) `phi_{t+1}, state_{t+1}, metrics = method.update(phi_t, state_t, theta_t,
-generic_batch, target_batch, key)`, where generic_batch is a uniform sub-sample of
-b examples of B for ANOGRAD, SOBA and the mixture, and for DDS the inner batch
-drawn in (1) (ALGORITHMS.md 4); (3) the inner step theta_t -> theta_{t+1} on the
-inner batch. `meta_every > 1`: call `update` only on those steps.
+generic_batch, target_batch, key)`, where generic_batch is the batch the method's
+record names (`Method.outer_batch`: a uniform b of B for ANOGRAD and DDS, the inner
+batch of (1) for SOBA, all of B for the mixture; docs/algorithms.md, "Which batch each
+term uses"); (3) the inner step theta_t -> theta_{t+1} on the inner batch. With
+`outer.every = N > 1` the driver calls `update` only on every N-th step.
 """
 
 from typing import Any, NamedTuple, Protocol

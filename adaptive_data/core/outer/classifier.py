@@ -1,4 +1,5 @@
-"""Classifier selection: a binary domain classifier trained online (ALGORITHMS.md 4).
+"""Classifier selection: a binary domain classifier trained online (docs/algorithms.md,
+"classifier").
 
 A classifier with logit z = c(x; phi) (the weighting model's architecture, mode
 "logits") separates target_train examples (positives) from generic examples

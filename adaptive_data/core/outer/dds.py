@@ -1,4 +1,4 @@
-"""DDS: one-step look-ahead outer update of phi (Wang et al. 2020; ALGORITHMS.md 4).
+"""DDS: one-step look-ahead outer update of phi (Wang et al. 2020; docs/algorithms.md, "DDS").
 
 With wbar_i = w_i(phi) / sum_j w_j(phi) on the given batch of b examples and
 g(phi) = sum_i wbar_i grad l_i(theta), a virtual SGD step
@@ -53,9 +53,9 @@ def dds_gradient(
       weight_fn: (phi, batch) -> float[b] positive weights (normalised here).
       phi: weighting model parameters.
       theta: model parameters (held fixed).
-      generic_batch: b generic examples. ALGORITHMS.md 4 draws them from B with
-        probability proportional to w (the inner step's batch can be reused);
-        a uniform sub-sample of B is the other option.
+      generic_batch: b generic examples. By default (docs/algorithms.md, "DDS") a
+        uniform sub-sample of B; the batch drawn by the weights (the inner step's)
+        is the other option, though it counts the weights twice.
       target_batch: a batch of S_train.
       eta: virtual step size, a Python float >= 0 (0 selects the first-order limit).
       first_order: use the first-order limit whatever eta is.
@@ -120,7 +120,15 @@ def dds(
         raise ValueError(f"eta must be >= 0, got {eta}")
 
     def gradient_fn(phi, theta, generic_batch, target_batch):
-        return dds_gradient(loss_fn, weight_fn, phi, theta, generic_batch, target_batch,
-                            eta=eta, first_order=first_order)
+        return dds_gradient(
+            loss_fn,
+            weight_fn,
+            phi,
+            theta,
+            generic_batch,
+            target_batch,
+            eta=eta,
+            first_order=first_order,
+        )
 
     return base.phi_gradient_method(gradient_fn, phi_tx)

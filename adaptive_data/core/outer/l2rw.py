@@ -1,4 +1,4 @@
-"""Learning to reweight (Ren et al. 2018), a reference baseline (ALGORITHMS.md 4).
+"""Learning to reweight (Ren et al. 2018), a reference baseline (docs/algorithms.md, "l2rw").
 
 No weighting model and no state: per example i of a generic batch,
 
