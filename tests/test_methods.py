@@ -17,8 +17,9 @@ import pytest
 
 from adaptive_data import config_args, methods
 from adaptive_data import train_state as ts
+from adaptive_data.core import selection
 from adaptive_data.core.outer.base import OuterMethod
-from adaptive_data.models import transformer
+from adaptive_data.models import transformer, weighting
 
 from conftest import load_default_config
 
@@ -245,3 +246,60 @@ def test_readme_method_table_lists_exactly_the_registered_methods():
     table = table[: table.index("\n\n")]
     listed = [row.split("|")[1].strip().strip("`") for row in table.splitlines()[2:]]
     assert listed == list(methods.METHODS)
+
+
+def _linear_loss(params, batch):
+    """l(x; theta) = theta x per example: hand-computable scores."""
+    return params * batch["x"]
+
+
+def test_rho_scores_are_the_reducible_loss_and_keep_the_largest():
+    x = jnp.array([1.0, 2.0, 3.0, 4.0])
+    references = methods.ReferenceModels(target=jnp.float32(0.5))
+    scores = methods.registry.reducible_loss(_linear_loss, jnp.float32(1.0), references, {"x": x})
+    # l(x; 1) - l(x; 0.5) = 0.5 x: the largest reducible loss is the last example.
+    np.testing.assert_allclose(scores, [0.5, 1.0, 1.5, 2.0])
+    indices, _ = selection.top_b(scores, 2)
+    assert list(np.asarray(indices)) == [3, 2]
+
+
+def test_cds_keeps_the_lowest_finetuned_minus_generic_loss():
+    # Hand-picked per-example losses of the two scoring models, named by their "params".
+    losses = {
+        "generic": jnp.array([2.0, 2.0, 2.0, 2.0]),
+        "finetuned": jnp.array([2.5, 1.0, 1.9, 3.0]),
+    }  # example 1: most target-like
+    references = methods.ReferenceModels(target="finetuned", generic="generic")
+    scores = methods.registry.contrastive_score(
+        lambda params, batch: losses[params], None, references, batch=None
+    )
+    np.testing.assert_allclose(scores, [-0.5, 1.0, 0.1, -1.0], rtol=1e-6)  # l_g - l_ft
+    indices, _ = selection.top_b(scores, 2)
+    # The two lowest l_finetuned - l_generic: examples 1 (-1.0) then 2 (-0.1).
+    assert list(np.asarray(indices)) == [1, 2]
+
+
+def test_classifier_trains_on_the_top_fraction_by_logit(method_batches):
+    config = _config("classifier")
+    method, model, tx = _build(config)
+    assert method.strategy == "top" and method.outer_batch == "big"
+    batches = method_batches(method)
+    state = _init_state(method, model, tx, config)
+    wmodel = weighting.from_config(config.weighting)
+    logits = weighting.weighting_forward(
+        wmodel, state.method_state.phi, batches["generic"]["inputs"], mode="logits"
+    )
+    trained_on = []
+
+    def loss_fn(params, batch, key):
+        trained_on.append(np.asarray(batch["example_id"]))
+        return method.loss_fn(params, batch, key)
+
+    with jax.disable_jit():
+        methods.train_step(
+            state, batches, method=dataclasses.replace(method, loss_fn=loss_fn), **method.flags(0)
+        )
+    b = method.batch_size
+    expected = np.argsort(-np.asarray(logits), kind="stable")[:b]
+    assert b == len(logits) // config.select.downsampling
+    np.testing.assert_array_equal(np.sort(trained_on[0]), np.sort(expected))

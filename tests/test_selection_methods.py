@@ -26,6 +26,10 @@ METHOD_KEYS = {
     "dds": {"outer/objective", "dds/step_norm"},
     "l2rw": {"select/score_selected"},
     "domain_mixture": {"mixture/alpha/python", "mixture/alignment/python"},
+    "classifier": {"classifier/accuracy", "outer/objective"},
+    "dsir": {"dsir/feature_kl", "dsir/target_ngrams"},
+    "cds": {"select/score_selected"},
+    "rho": {"select/score_selected"},
 }
 COMMON_KEYS = {
     "select/target_share",
@@ -35,8 +39,18 @@ COMMON_KEYS = {
 }
 
 
+@pytest.fixture(scope="module")
+def reference_run(tfds_dir, tmp_path_factory):
+    """A short base run: the scoring LMs of cds and rho (both references, for speed)."""
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    train.train_and_evaluate(_config(tfds_dir, **{"train.steps": 4}), workdir)
+    return workdir
+
+
 @pytest.mark.parametrize("method", SELECTING_METHODS)
-def test_method_runs_logs_diagnostics_and_resumes_exactly(method, tfds_dir, tmp_path):
+def test_method_runs_logs_diagnostics_and_resumes_exactly(
+    method, tfds_dir, tmp_path, reference_run
+):
     workdir = str(tmp_path / method)
     config = _config(
         tfds_dir,
@@ -47,6 +61,9 @@ def test_method_runs_logs_diagnostics_and_resumes_exactly(method, tfds_dir, tmp_
             "train.eval_every": 6,
             "train.log_every": 2,
             "select.warmup_steps": 2,
+            "cds.generic_from": reference_run,
+            "cds.target_from": reference_run,
+            "rho.reference_from": reference_run,
         },
     )
     train.train_and_evaluate(config, workdir)
@@ -88,3 +105,51 @@ def test_rank_correlation_matches_scipy():
     x = rng.normal(size=50)
     y = x + rng.normal(size=50)
     assert diagnose.rank_correlation(x, y) == pytest.approx(stats.spearmanr(x, y)[0])
+
+
+@pytest.mark.parametrize("method", ["cds", "rho"])
+def test_reference_methods_load_the_parameters_of_their_workdirs(method, tfds_dir, reference_run):
+    import jax
+    import numpy as np
+
+    from adaptive_data import checkpoint as ckpt
+    from adaptive_data import methods
+    from adaptive_data import train_state as ts
+    from adaptive_data.models import transformer
+
+    config = _config(
+        tfds_dir,
+        f"method={method},runlocal",
+        **{
+            "cds.generic_from": reference_run,
+            "cds.target_from": reference_run,
+            "rho.reference_from": reference_run,
+        },
+    )
+    model = transformer.from_config(config.model)
+    built = methods.build(
+        config, model=model, tx=ts.make_optimizer(config.train), domains=("a",), target_domain="a"
+    )
+    params = transformer.init_params(model, jax.random.key(0), config.model.max_length)
+    references = built.load_state(built.init_state(jax.random.key(1), params))
+    saved = ckpt.restore_params(reference_run)
+    loaded = [references.target] + ([references.generic] if method == "cds" else [])
+    for tree in loaded:
+        for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(saved)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_reference_methods_need_their_workdirs(tfds_dir):
+    from adaptive_data import methods
+    from adaptive_data import train_state as ts
+    from adaptive_data.models import transformer
+
+    config = _config(tfds_dir, "method=rho,runlocal")
+    with pytest.raises(ValueError, match="needs config.rho.reference_from"):
+        methods.build(
+            config,
+            model=transformer.from_config(config.model),
+            tx=ts.make_optimizer(config.train),
+            domains=("a",),
+            target_domain="a",
+        )

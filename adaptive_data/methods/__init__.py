@@ -16,7 +16,7 @@ from adaptive_data.methods.registry import (
     weighting_method,
 )
 from adaptive_data.methods.step import jit_train_step, train_step
-from adaptive_data.methods.types import OUTER_BATCHES, Method, OuterState
+from adaptive_data.methods.types import OUTER_BATCHES, Method, OuterState, ReferenceModels
 
 __all__ = [
     "METHODS",
@@ -26,6 +26,7 @@ __all__ = [
     "MethodContext",
     "MethodSpec",
     "OuterState",
+    "ReferenceModels",
     "build",
     "jit_train_step",
     "selecting_method",

@@ -437,21 +437,25 @@ def _reference_method(config, context, name: str, *, score_fn, workdirs: dict[st
     return dataclasses.replace(method, load_state=load_state)
 
 
-def _rho(config, context):
-    def reducible_loss(loss_fn, params, references, big):
-        return loss_fn(params, big) - loss_fn(references.target, big)
+def reducible_loss(loss_fn, params, references: ReferenceModels, batch):
+    """RHO-LOSS scores: ``l(x; theta) - l(x; theta_ref)``, float[B] (higher: keep)."""
+    return loss_fn(params, batch) - loss_fn(references.target, batch)
 
+
+def contrastive_score(loss_fn, params, references: ReferenceModels, batch):
+    """CDS scores ``l(x; theta_generic) - l(x; theta_finetuned)``, float[B]: the top b are
+    the b lowest ``l_finetuned - l_generic`` (the most target-like)."""
+    del params
+    return loss_fn(references.generic, batch) - loss_fn(references.target, batch)
+
+
+def _rho(config, context):
     return _reference_method(
         config, context, "rho", score_fn=reducible_loss, workdirs={"target": "rho.reference_from"}
     )
 
 
 def _cds(config, context):
-    def contrastive_score(loss_fn, params, references, big):
-        del params
-        # Keep the lowest l_target - l_generic: the top b of its negation.
-        return loss_fn(references.generic, big) - loss_fn(references.target, big)
-
     return _reference_method(
         config,
         context,
