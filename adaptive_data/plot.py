@@ -149,10 +149,22 @@ def plot_metric(
     if not curves:
         return False
     marker = "o" if _sparse(key, runs) else None
+    # Ten colours, then the same colours dashed, then dotted: every run stays distinct.
+    cmap = plt.get_cmap("tab10")
+    styles = ("-", "--", ":", "-.")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     try:
-        for label, (xs, ys) in curves.items():
-            ax.plot(xs, ys, marker=marker, markersize=4, linewidth=1.5, label=label)
+        for i, (label, (xs, ys)) in enumerate(curves.items()):
+            ax.plot(
+                xs,
+                ys,
+                marker=marker,
+                markersize=4,
+                linewidth=1.5,
+                label=label,
+                color=cmap(i % 10),
+                linestyle=styles[(i // 10) % len(styles)],
+            )
         if logx and any(v > 0 for xs, _ in curves.values() for v in xs):
             ax.set_xscale("log")
         ax.set_xlabel(xlabel or x)

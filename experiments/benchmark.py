@@ -491,7 +491,14 @@ def markdown_report(preset_name: str, preset: Preset, rows, verdicts, command: s
     return "\n".join(lines) + "\n"
 
 
-def write_plots(out: pathlib.Path, preset: Preset, root: pathlib.Path, flops) -> None:
+def write_plots(out: pathlib.Path, preset: Preset, root: pathlib.Path, flops, rows) -> None:
+    # FLOPs spent before a run's first step: the scoring models of cds and rho.
+    offsets = {
+        (r["target"], r["method"]): r["train_flops"]
+        - run_flops(flops[r["method"]], r["steps"], preset.selection_warmup)
+        for r in rows
+        if r["seed"] == 0
+    }
     for target in preset.targets:
         runs = {}
         for method in GRID_METHODS:
@@ -505,9 +512,11 @@ def write_plots(out: pathlib.Path, preset: Preset, root: pathlib.Path, flops) ->
             title=f"{target}: target test bits per byte",
         )
 
-        def flops_at(label, rows):
+        def flops_at(label, rows, target=target):
+            offset = offsets.get((target, label), 0.0)
             return [
-                cumulative_flops(flops[label], preset.selection_warmup, r["step"]) for r in rows
+                offset + cumulative_flops(flops[label], preset.selection_warmup, r["step"])
+                for r in rows
             ]
 
         plot.plot_metric(
@@ -645,7 +654,7 @@ def main(argv=None) -> int:
         writer.writerows(rows)
     (out / "results.md").write_text(markdown_report(args.preset, preset, rows, verdicts, command))
     (out / "diagnose.json").write_text(json.dumps(verdicts, indent=2))
-    write_plots(out, preset, root, flops)
+    write_plots(out, preset, root, flops, rows)
     print((out / "results.md").read_text())
     print(f"wrote {out}/results.csv, results.md and plots")
     return 0
