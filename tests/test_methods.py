@@ -101,6 +101,10 @@ def test_unknown_method_and_bad_choices_are_refused():
         _build(_config("dds", **{"dds.lookahead_batch": "all"}))
     with pytest.raises(ValueError, match=r"config.select.strategy='best' is not valid"):
         _build(_config("anograd", **{"select.strategy": "best"}))
+    with pytest.raises(ValueError, match=r"config.select.temperature=0.0 must be > 0"):
+        _build(_config("anograd", **{"select.temperature": 0.0}))
+    with pytest.raises(ValueError, match=r"config.outer.every=0 must be >= 1"):
+        _build(_config("dds", **{"outer.every": 0}))
 
 
 @pytest.mark.parametrize("name", ALL_METHODS)

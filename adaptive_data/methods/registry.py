@@ -120,6 +120,10 @@ def selecting_method(
     k = int(config.select.downsampling)
     if k < 1:
         raise ValueError(f"config.select.downsampling={k} must be >= 1.")
+    if not float(config.select.temperature) > 0:
+        raise ValueError(f"config.select.temperature={config.select.temperature} must be > 0.")
+    if int(config.outer.every) < 1:
+        raise ValueError(f"config.outer.every={config.outer.every} must be >= 1.")
     if config.select.strategy:
         strategy = config_choice(config, "select.strategy", selection.STRATEGIES)
     b = int(config.train.batch_size)
