@@ -99,8 +99,9 @@ def check_finite(step: int, metrics: Mapping[str, Any]) -> None:
         if np.ndim(value) == 0 and not math.isfinite(float(value)):
             raise FloatingPointError(
                 f"Non-finite {key} = {float(value)} at step {step}. The run stopped; the last "
-                "good checkpoint is kept in the workdir. Lower config.train.learning_rate or "
-                "check the data, then rerun the same command to resume from it."
+                "good checkpoint is kept in the workdir. Check the data, or start again in a "
+                "new --workdir with a lower config.train.learning_rate (a resume refuses a "
+                "changed learning rate, and an unchanged one would repeat the same steps)."
             )
 
 

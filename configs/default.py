@@ -9,6 +9,7 @@ Arguments after ``:`` (comma-separated) pick a variant:
     --config=configs/default.py:method=mixing,target=jargon
     --config=configs/default.py:method=finetune,init_from=/tmp/ad_base
     --config=configs/default.py:runlocal          # a tiny model, seconds on a laptop
+    --config=configs/default.py:sweep=anograd_grid   # for experiments/sweep.py
 
 Any field can be overridden with dotted flags, e.g. ``--config.train.steps=1000``.
 Methods: the names of ``adaptive_data.methods.METHODS`` (the README's method table); each
@@ -33,11 +34,21 @@ MODEL_SIZES = {
 }
 
 
+# The arguments after ``:`` of --config=configs/default.py:ARG, with their defaults
+# (``sweep`` is read by sweep() only, for experiments/sweep.py).
+ARG_DEFAULTS = dict(
+    method="base", target="python", size="small", init_from="", runlocal=False, sweep="methods"
+)
+SWEEPS = ("methods", "anograd_grid")
+# Methods that start from, or score with, other runs' workdirs: not in the `methods` sweep
+# (experiments/benchmark.py chains them after the runs they need).
+NEEDS_OTHER_RUNS = ("finetune", "cds", "rho")
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the config; ``arg`` is ``method=...,target=...,size=...,init_from=...,runlocal``."""
-    arg = config_args.parse_arg(
-        arg, method="base", target="python", size="small", init_from="", runlocal=False
-    )
+    """Returns the config; ``arg`` is ``method=...,target=...,size=...,init_from=...,runlocal``
+    (and ``sweep=NAME`` for experiments/sweep.py)."""
+    arg = config_args.parse_arg(arg, **ARG_DEFAULTS)
     if arg.method not in METHODS:
         raise ValueError(f"Unknown method={arg.method!r}; choose one of {sorted(METHODS)}.")
     config = ml_collections.ConfigDict()
@@ -231,13 +242,36 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def sweep(add, arg: str | None = None):
-    """Every registered method (but finetune, which needs a pretrained run) on every
-    embedded target task: ``add(**overrides)`` per run (dotted keys)."""
-    del arg
-    for target in ("python", "jargon", "russian"):
-        for method in METHODS:
-            if method != "finetune":
-                add(method=method, **{"data.task": target})
+    """The runs of ``experiments/sweep.py``: ``add(**overrides)`` per run (dotted keys).
+
+    ``arg`` is get_config's, whose ``sweep=NAME`` picks the grid (every run also gets the
+    rest of ``arg``, e.g. ``runlocal``, through get_config):
+
+    - ``methods`` (default): every registered method but those of ``NEEDS_OTHER_RUNS`` on
+      every embedded target task (python, jargon, russian);
+    - ``anograd_grid``: anograd on python, ``outer.learning_rate`` in (3e-4, 1e-3, 3e-3)
+      x ``select.temperature`` in (0.5, 1.0, 2.0).
+    """
+    # The arguments of get_config (parsed the same way, so a typo fails here too).
+    arg = config_args.parse_arg(arg, **ARG_DEFAULTS)
+    if arg.sweep == "methods":
+        for target in ("python", "jargon", "russian"):
+            for method in METHODS:
+                if method not in NEEDS_OTHER_RUNS:
+                    add(method=method, **{"data.task": target})
+    elif arg.sweep == "anograd_grid":
+        for learning_rate in (3e-4, 1e-3, 3e-3):
+            for temperature in (0.5, 1.0, 2.0):
+                add(
+                    method="anograd",
+                    **{
+                        "data.task": "python",
+                        "outer.learning_rate": learning_rate,
+                        "select.temperature": temperature,
+                    },
+                )
+    else:
+        raise ValueError(f"Unknown sweep={arg.sweep!r}; choose one of {sorted(SWEEPS)}.")
 
 
 def metrics(arg: str | None = None) -> list[str]:
