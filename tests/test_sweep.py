@@ -135,7 +135,7 @@ def _parse_driver_line(line):
                 {"method": method, "data.task": target}
                 for target in TARGETS
                 for method in METHODS
-                if method != "finetune"
+                if method not in ("finetune", "cds", "rho")
             ],
         ),
     ],
