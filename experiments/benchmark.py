@@ -246,10 +246,6 @@ def run_flops(per_step: dict[str, float], steps: int, warmup: int) -> float:
     return per_step["warmup"] * warm + per_step["active"] * (steps - warm)
 
 
-def cumulative_flops(per_step: dict[str, float], warmup: int, step: int) -> float:
-    return run_flops(per_step, step, warmup)
-
-
 # ----------------------------------------------------------------------------- runs
 
 
@@ -515,8 +511,7 @@ def write_plots(out: pathlib.Path, preset: Preset, root: pathlib.Path, flops, ro
         def flops_at(label, rows, target=target):
             offset = offsets.get((target, label), 0.0)
             return [
-                offset + cumulative_flops(flops[label], preset.selection_warmup, r["step"])
-                for r in rows
+                offset + run_flops(flops[label], r["step"], preset.selection_warmup) for r in rows
             ]
 
         plot.plot_metric(

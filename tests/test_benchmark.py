@@ -44,7 +44,7 @@ def test_flops_count_each_phase_for_its_steps():
     per_step = {"warmup": 10.0, "active": 25.0}
     assert benchmark.run_flops(per_step, steps=100, warmup=20) == 20 * 10.0 + 80 * 25.0
     assert benchmark.run_flops(per_step, steps=5, warmup=20) == 50.0
-    assert benchmark.cumulative_flops(per_step, 20, 30) == 20 * 10.0 + 10 * 25.0
+    assert benchmark.run_flops(per_step, steps=30, warmup=20) == 20 * 10.0 + 10 * 25.0
 
 
 def _row(method, seed, bpb):
