@@ -24,6 +24,10 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
+
+from adaptive_data import faults
 
 HARMLESS_KEYS = (
     "train.steps",
@@ -85,12 +89,26 @@ def check_and_save_config(
         tmp.replace(path)
 
 
+class CheckpointError(RuntimeError):
+    """No checkpoint of a workdir that has some can be restored."""
+
+
 class Checkpointer:
-    """Saves and restores ``{state, <iterator name>...}`` with an orbax CheckpointManager."""
+    """Saves and restores ``{state, <iterator name>...}`` with an orbax CheckpointManager.
+
+    Writes go through ``faults.storage_errors``: a full or read-only disk raises a
+    ``StorageError`` naming the directory, and orbax's write-to-temporary-then-rename
+    leaves every earlier checkpoint as it was.
+    """
 
     def __init__(self, directory: pathlib.Path, *, keep: int):
-        self._manager = ocp.CheckpointManager(
-            directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep)
+        self.directory = directory.absolute()
+        self._keep = keep
+        self._manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self._keep)
         )
 
     def latest_step(self) -> int | None:
@@ -99,7 +117,8 @@ class Checkpointer:
     def save(self, step: int, state, iterators: Mapping[str, Any]) -> None:
         items = {"state": ocp.args.StandardSave(state)}
         items.update({name: grain.checkpoint.CheckpointSave(it) for name, it in iterators.items()})
-        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+        with faults.storage_errors(self.directory / str(step), "the checkpoint"):
+            self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def restore(self, step: int, abstract_state, iterators: Mapping[str, Any]):
         """Returns the state of ``step``; sets the iterators' positions in place."""
@@ -109,8 +128,73 @@ class Checkpointer:
         )
         return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
+    def restore_latest_intact(
+        self, abstract_state, iterators: Mapping[str, Any]
+    ) -> tuple[int | None, Any]:
+        """``(step, state)`` of the newest checkpoint that restores; ``(None, None)`` if none exist.
+
+        A checkpoint that fails to restore (missing or truncated files, unreadable
+        metadata) is logged with the reason and, once an older one has restored, moved
+        aside to ``<step>.corrupt`` (never deleted). If none restores, nothing is moved
+        and ``CheckpointError`` names each with its error.
+        """
+        failures: list[tuple[int, str]] = []
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                state = self.restore(step, abstract_state, iterators)
+            except Exception as error:  # orbax/tensorstore raise many types for one cause
+                root_cause = list(faults.error_chain(error))[-1]
+                reason = f"{type(root_cause).__name__}: {str(root_cause).splitlines()[0][:300]}"
+                logging.warning(
+                    "The checkpoint of step %d in %s cannot be restored (%s); trying an older one.",
+                    step,
+                    self.directory,
+                    reason,
+                )
+                failures.append((step, reason))
+                # A failed restore can leave the manager unusable ("Event loop is closed").
+                self._manager.close()
+                self._manager = self._open()
+                continue
+            for bad_step, reason in failures:
+                moved = self._set_aside(bad_step)
+                logging.warning(
+                    "Resuming from step %d; the damaged checkpoint of step %d was moved to %s "
+                    "(%s).",
+                    step,
+                    bad_step,
+                    moved,
+                    reason,
+                )
+            return step, state
+        if failures:
+            raise CheckpointError(
+                f"None of the checkpoints in {self.directory} can be restored:\n  "
+                + "\n  ".join(f"step {s}: {r}" for s, r in failures)
+                + "\nNothing was moved or deleted. Restore them from a copy if you have one; "
+                "to start the run over, move the checkpoints directory and metrics.jsonl "
+                "of this workdir away (or use a new --workdir)."
+            )
+        return None, None
+
+    def _set_aside(self, step: int) -> pathlib.Path:
+        """Renames ``<step>`` to ``<step>.corrupt`` (``.corrupt-N`` if taken); process 0 only."""
+        target = self.directory / f"{step}.corrupt"
+        if jax.process_index() == 0:
+            n = 1
+            while target.exists():
+                n += 1
+                target = self.directory / f"{step}.corrupt-{n}"
+            (self.directory / str(step)).rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+        self._manager.close()
+        self._manager = self._open()
+        return target
+
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        with faults.storage_errors(self.directory, "the checkpoint"):
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
         self._manager.close()

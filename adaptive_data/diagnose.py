@@ -43,6 +43,7 @@ import optax
 from absl import logging
 
 from adaptive_data import checkpoint as ckpt
+from adaptive_data import validation
 from adaptive_data.core import alignment, selection
 from adaptive_data.data import pipeline, sources
 from adaptive_data.models import transformer
@@ -227,7 +228,11 @@ def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
     checkpoint of ``rank_corr_checkpoints``, or None), ``num_batches``, ``big_batch``,
     ``b``, ``eta``, ``statistics`` (``batch_statistics_summary``),
     ``selection_expected_to_help`` and ``reasons`` (``verdict``).
+
+    Raises:
+      adaptive_data.validation.ConfigError: the config has values out of range.
     """
+    validation.validate_config(config)
     workdir_path = pathlib.Path(workdir).expanduser()
     steps = ckpt.checkpoint_steps(workdir_path)
     if not steps:

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import logging as std_logging
+import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from adaptive_data import exit_codes, peers
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/default.py:method=mixing.", lock_config=True
@@ -41,6 +44,13 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
+_PEER_TIMEOUT = flags.DEFINE_float(
+    "peer_timeout_s",
+    60.0,
+    "Multi-process runs: a process not heard from for this many seconds is taken for dead; "
+    "the others then exit with code 76 (exit_codes.PEER_LOST), naming it and the last "
+    "checkpoint. Relaunch all processes with the same command to resume.",
+)
 
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -57,15 +67,35 @@ class _HideLibraryInfo(std_logging.Filter):
         return not any(s in record.pathname for s in _CHATTY_LIBRARIES)
 
 
+def _exit_code(error: BaseException) -> int | None:
+    """The documented exit code of an expected stop (``exit_codes``); None otherwise."""
+    from adaptive_data import checkpoint, faults, validation
+
+    codes = (
+        (faults.Preempted, exit_codes.PREEMPTED),
+        (faults.StorageError, exit_codes.STORAGE),
+        (checkpoint.CheckpointError, exit_codes.NO_RESTORABLE_CHECKPOINT),
+        (validation.ConfigError, exit_codes.BAD_CONFIG),
+        (checkpoint.ConfigMismatchError, exit_codes.BAD_CONFIG),
+    )
+    return next((code for kind, code in codes if isinstance(error, kind)), None)
+
+
 def _initialize_distributed() -> None:
+    """``jax.distributed.initialize`` through ``peers``: a process that dies makes the others
+    exit with ``exit_codes.PEER_LOST`` after ``--peer_timeout_s``."""
     if _COORDINATOR.value:
         # CPU processes exchange collectives over gloo; other platforms ignore this option.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(
-            _COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
+        peers.initialize(
+            _COORDINATOR.value,
+            _NUM_PROCESSES.value,
+            _PROCESS_ID.value,
+            workdir=_WORKDIR.value,
+            timeout_s=_PEER_TIMEOUT.value,
         )
     elif _DISTRIBUTED.value:
-        jax.distributed.initialize()
+        peers.initialize(workdir=_WORKDIR.value, timeout_s=_PEER_TIMEOUT.value)
 
 
 def main(argv):
@@ -83,14 +113,29 @@ def main(argv):
     )
     from adaptive_data import diagnose, train
 
-    if _MODE.value == "train":
-        result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    else:
-        result = diagnose.diagnose(
-            _CONFIG.value, _WORKDIR.value, num_batches=_DIAGNOSE_BATCHES.value
-        )
+    try:
+        if _MODE.value == "train":
+            result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        else:
+            result = diagnose.diagnose(
+                _CONFIG.value, _WORKDIR.value, num_batches=_DIAGNOSE_BATCHES.value
+            )
+    except BaseException as error:
+        code = _exit_code(error)
+        # Multi-process: a lost peer exits here with PEER_LOST; else the others are told.
+        if not peers.end(error):
+            peers.exit_now(code or 1, error)  # some processes are gone: do not wait for them
+        if code is None:
+            raise
+        # An expected stop: its message says what happened and what to do; no traceback.
+        log = logging.warning if code == exit_codes.PREEMPTED else logging.error
+        log("%s", error)
+        sys.exit(code)
+    all_there = peers.finish()  # waits until every process has finished
     if jax.process_index() == 0:
         print(json.dumps(result, sort_keys=True))
+    if not all_there:
+        peers.exit_now(0)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ uninterrupted run's; every earlier line is kept.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import pathlib
 import re
 import time
@@ -18,6 +20,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from adaptive_data import faults
+
 
 def to_python(value: Any) -> Any:
     if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
@@ -25,6 +29,15 @@ def to_python(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
+
+
+def _row_step(line: str) -> float:
+    """The step of a metrics line; ``inf`` for a blank line or one torn by a kill
+    mid-write (only the last line can be), so that rewinding drops it."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
 
 
 class MetricWriter:
@@ -44,14 +57,11 @@ class MetricWriter:
     def _truncate_after(self, step: int) -> None:
         if not self.path.exists():
             return
-        kept = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step
-        ]
+        kept = [line for line in self.path.read_text().splitlines() if _row_step(line) <= step]
         tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.path)
+        with faults.storage_errors(tmp, "the rewound metrics"):
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(self.path)
 
     def history(self) -> list[dict[str, Any]]:
         """All lines written so far (after any truncation)."""
@@ -64,11 +74,22 @@ class MetricWriter:
             return
         row = {"step": int(step)}
         row.update({k: to_python(v) for k, v in sorted(metrics.items())})
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        self._append(json.dumps(row) + "\n")
         for key, value in row.items():
             if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self._tb.add_scalar(key, value, global_step=step)
+
+    def _append(self, line: str) -> None:
+        """Appends one whole line; on a failed write, cuts any partial line off again."""
+        with faults.storage_errors(self.path, "a metrics row"):
+            size = self.path.stat().st_size if self.path.exists() else 0
+            try:
+                with self.path.open("a") as f:
+                    f.write(line)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.truncate(self.path, size)
+                raise
 
     def close(self) -> None:
         if self._tb is not None:

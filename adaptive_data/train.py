@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from absl import logging
 
 from adaptive_data import checkpoint as ckpt
-from adaptive_data import methods, sharding
+from adaptive_data import faults, methods, sharding, validation
 from adaptive_data import metrics as metrics_lib
 from adaptive_data import train_state as ts
 from adaptive_data.data import pipeline, sources
@@ -59,7 +59,14 @@ class _Evaluator:
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-    """Trains ``config.method``; returns the last metrics row written."""
+    """Trains ``config.method``; returns the last metrics row written.
+
+    Raises ``validation.ConfigError`` (every bad value at once) before anything runs,
+    ``faults.Preempted`` after saving a checkpoint on SIGTERM, ``faults.StorageError``
+    when a checkpoint or metrics write fails, and ``checkpoint.CheckpointError`` when no
+    checkpoint of the workdir restores.
+    """
+    validation.validate_config(config)
     workdir = pathlib.Path(workdir).expanduser()
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointer = ckpt.Checkpointer(workdir / "checkpoints", keep=config.checkpoint.keep)
@@ -120,17 +127,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     abstract_state = jax.eval_shape(init_fn)
     state_sharding = sharding.state_shardings(abstract_state, mesh)
+    resume_step, state = checkpointer.restore_latest_intact(
+        jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            abstract_state,
+            state_sharding,
+        ),
+        iterators,
+    )
     if resume_step is not None:
-        logging.info("Resuming from the checkpoint of step %d in %s.", resume_step, workdir)
-        state = checkpointer.restore(
-            resume_step,
-            jax.tree.map(
-                lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                abstract_state,
-                state_sharding,
-            ),
-            iterators,
-        )
+        logging.info("Resumed from the checkpoint of step %d in %s.", resume_step, workdir)
     else:
         state = jax.jit(init_fn, out_shardings=state_sharding)()
         if method.init_from:
@@ -168,37 +174,43 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         progress.restart_clock()
     pending = None  # (step, device metrics) read one step late to keep dispatch async
     try:
-        while step < total:
-            batches = {name: to_device(next(it)) for name, it in iterators.items()}
-            with jax.set_mesh(mesh):
-                state, step_metrics = train_step(state, batches, **method.flags(step))
-            step += 1
-            if pending is not None:
-                metrics_lib.check_finite(pending[0], sharding.to_host(pending[1]))
-            pending = (step, step_metrics)
-            is_eval = step % config.train.eval_every == 0 or step == total
-            is_log = step % config.train.log_every == 0 or is_eval
-            is_ckpt = step % config.checkpoint.every == 0 or step == total
-            if not (is_log or is_ckpt):
-                continue
-            row = metrics_lib.name_domains(sharding.to_host(step_metrics), corpus.domains)
-            metrics_lib.check_finite(step, row)
-            for message in collapse.check(step, row):
-                logging.warning("%s", message)
-            pending = None
-            if is_log:
-                row["steps_per_sec"] = progress.rate(step)
-                if is_eval:
-                    row.update(evaluator(state.params))
-                    metrics_lib.check_finite(step, row)
-                    if best:
-                        best.update(step, state.params, row)
-                writer.write(step, row)
-                logging.info("%s", progress.line(step, row["steps_per_sec"], row))
-                last_row = {"step": step, **row}
-            if is_ckpt:
-                checkpointer.save(step, state, iterators)
-            progress.restart_clock()
+        with faults.PreemptionWatch() as preemption:
+            while step < total:
+                batches = {name: to_device(next(it)) for name, it in iterators.items()}
+                with jax.set_mesh(mesh):
+                    state, step_metrics = train_step(state, batches, **method.flags(step))
+                step += 1
+                if pending is not None:
+                    metrics_lib.check_finite(pending[0], sharding.to_host(pending[1]))
+                pending = (step, step_metrics)
+                preempted = preemption.reached(step)
+                is_eval = step % config.train.eval_every == 0 or step == total
+                is_log = step % config.train.log_every == 0 or is_eval
+                is_ckpt = step % config.checkpoint.every == 0 or step == total or preempted
+                if not (is_log or is_ckpt):
+                    continue
+                row = metrics_lib.name_domains(sharding.to_host(step_metrics), corpus.domains)
+                metrics_lib.check_finite(step, row)
+                for message in collapse.check(step, row):
+                    logging.warning("%s", message)
+                pending = None
+                if is_log:
+                    row["steps_per_sec"] = progress.rate(step)
+                    if is_eval:
+                        row.update(evaluator(state.params))
+                        metrics_lib.check_finite(step, row)
+                        if best:
+                            best.update(step, state.params, row)
+                    writer.write(step, row)
+                    logging.info("%s", progress.line(step, row["steps_per_sec"], row))
+                    last_row = {"step": step, **row}
+                if is_ckpt:
+                    checkpointer.save(step, state, iterators)
+                if preempted:
+                    # No metrics row for this step: the resumed run writes the rows an
+                    # uninterrupted one would.
+                    raise faults.Preempted(step, str(checkpointer.directory / str(step)))
+                progress.restart_clock()
     finally:
         checkpointer.wait()
         checkpointer.close()

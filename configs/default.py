@@ -25,13 +25,10 @@ import ml_collections
 
 from adaptive_data import config_args
 from adaptive_data.methods import METHODS
+from adaptive_data.models import transformer
 
 # Model sizes: "small" runs on a laptop CPU; "paper" is the paper's 12-layer byte LM.
-MODEL_SIZES = {
-    "tiny": dict(num_layers=2, width=64, mlp_dim=256, num_heads=4, max_length=64),
-    "small": dict(num_layers=4, width=128, mlp_dim=512, num_heads=4, max_length=128),
-    "paper": dict(num_layers=12, width=256, mlp_dim=1024, num_heads=8, max_length=256),
-}
+MODEL_SIZES = transformer.SIZES
 
 
 # The arguments after ``:`` of --config=configs/default.py:ARG, with their defaults
@@ -51,6 +48,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = config_args.parse_arg(arg, **ARG_DEFAULTS)
     if arg.method not in METHODS:
         raise ValueError(f"Unknown method={arg.method!r}; choose one of {sorted(METHODS)}.")
+    if arg.size not in MODEL_SIZES:
+        raise ValueError(f"Unknown size={arg.size!r}; choose one of {sorted(MODEL_SIZES)}.")
     config = ml_collections.ConfigDict()
     # Training method: a name of adaptive_data.methods.METHODS.
     config.method = arg.method

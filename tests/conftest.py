@@ -1,6 +1,7 @@
 """Shared test setup: float32 JAX on CPU, strict rank promotion, repo root on sys.path;
 fixtures for a TFDS dir, 64-bit JAX and synthetic byte-LM batches."""
 
+import json
 import os
 import pathlib
 import signal
@@ -26,6 +27,15 @@ def load_default_config(arg: str = "runlocal"):
     from adaptive_data import config_args
 
     return config_args.load_config("configs/default.py", arg)
+
+
+def run_config(tfds_dir, arg="runlocal", **overrides):
+    """``configs/default.py:ARG`` on the test TFDS dir, with dotted ``overrides``."""
+    from adaptive_data import config_args
+
+    config = load_default_config(arg)
+    config.data.tfds_data_dir = tfds_dir
+    return config_args.override(config, overrides)
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +74,53 @@ def kill_after_checkpoint(command, checkpoint_dir, *, env=None, timeout_s=300):
     assert proc.poll() is None, "run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def metrics_rows(workdir) -> list[dict]:
+    """The rows of ``workdir/metrics.jsonl``."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def deterministic_rows(rows: list[dict]) -> list[dict]:
+    """``rows`` without the wall-clock metric, for comparing two runs."""
+    return [{k: v for k, v in r.items() if k != "steps_per_sec"} for r in rows]
+
+
+def main_command(workdir, tfds_dir, *flags, arg="runlocal") -> list[str]:
+    """``python -m adaptive_data.main`` on ``configs/default.py:ARG`` with ``flags``."""
+    return [
+        sys.executable,
+        "-m",
+        "adaptive_data.main",
+        f"--config=configs/default.py:{arg}",
+        f"--workdir={workdir}",
+        f"--config.data.tfds_data_dir={tfds_dir}",
+        *flags,
+    ]
+
+
+# A 160-step tiny base run checkpointed every 40 steps: the reference of the resume tests.
+RESUME_FLAGS = (
+    "--config.train.steps=160",
+    "--config.checkpoint.every=40",
+    "--config.train.eval_every=40",
+    "--config.train.log_every=5",
+)
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_run(tfds_dir, tmp_path_factory):
+    """Workdir of the run of ``RESUME_FLAGS``, never interrupted."""
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    subprocess.run(
+        main_command(workdir, tfds_dir, *RESUME_FLAGS),
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return workdir
 
 
 def synthetic_lm_batch(

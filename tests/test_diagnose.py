@@ -211,10 +211,10 @@ def test_diagnose_writes_statistics_and_verdict(tfds_dir, tmp_path):
     from adaptive_data import checkpoint as ckpt
     from adaptive_data import train
 
-    from test_train import _config
+    from conftest import run_config
 
     workdir = str(tmp_path / "diag")
-    config = _config(
+    config = run_config(
         tfds_dir,
         "runlocal",
         **{

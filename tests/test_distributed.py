@@ -6,7 +6,6 @@ agrees to rtol 1e-5 / atol 1e-6; only ``steps_per_sec`` differs. Differences com
 from the order of floating-point reductions across devices.
 """
 
-import json
 import os
 import socket
 import subprocess
@@ -15,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, kill_after_checkpoint
+from conftest import REPO_ROOT, kill_after_checkpoint, metrics_rows
 
 pytestmark = pytest.mark.slow
 
@@ -62,13 +61,8 @@ def _run(workdir, tfds_dir, method, devices, *extra):
     return workdir
 
 
-def _rows(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def assert_same_metrics(workdir_a, workdir_b):
-    rows_a, rows_b = _rows(workdir_a), _rows(workdir_b)
+    rows_a, rows_b = metrics_rows(workdir_a), metrics_rows(workdir_b)
     assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
     for a, b in zip(rows_a, rows_b):
         keys = sorted(set(a) - {"steps_per_sec"})
@@ -100,7 +94,7 @@ def runs(tfds_dir, tmp_path_factory):
 def test_eight_devices_match_one_device(runs, method):
     assert_same_metrics(runs(method, 1), runs(method, 8))
     if method != "base":
-        rows = _rows(runs(method, 8))
+        rows = metrics_rows(runs(method, 8))
         assert any(r.get("select/active") == 1.0 for r in rows)
 
 
@@ -156,6 +150,6 @@ def test_sigkill_and_resume_on_eight_devices(runs, tfds_dir, tmp_path):
         os.path.join(workdir, "checkpoints", "8"),
         env=_env(8),
     )
-    assert _rows(workdir)[-1]["step"] < 24
+    assert metrics_rows(workdir)[-1]["step"] < 24
     _run(workdir, tfds_dir, "anograd", 8)
     assert_same_metrics(runs("anograd", 8), workdir)

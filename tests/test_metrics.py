@@ -54,3 +54,15 @@ def test_writer_truncates_rows_after_the_resumed_checkpoint(tmp_path):
     assert [r["step"] for r in resumed.history()] == [0, 5, 10]
     resumed.close()
     assert list(tmp_path.glob("events.out.tfevents*"))
+
+
+def test_writer_drops_a_row_torn_by_a_kill_when_resuming(tmp_path):
+    writer = metrics.MetricWriter(tmp_path, resume_step=None)
+    for step in (0, 5):
+        writer.write(step, {"train/loss": float(step)})
+    writer.close()
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 10, "train/lo')  # SIGKILL in the middle of a write
+    resumed = metrics.MetricWriter(tmp_path, resume_step=5)
+    assert [r["step"] for r in resumed.history()] == [0, 5]
+    resumed.close()

@@ -13,7 +13,7 @@ import pytest
 from adaptive_data import train
 from adaptive_data.methods import METHODS
 
-from test_train import _config, _deterministic, _rows
+from conftest import deterministic_rows, metrics_rows, run_config
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ COMMON_KEYS = {
 def reference_run(tfds_dir, tmp_path_factory):
     """A short base run: the scoring LMs of cds and rho (both references, for speed)."""
     workdir = str(tmp_path_factory.mktemp("reference"))
-    train.train_and_evaluate(_config(tfds_dir, **{"train.steps": 4}), workdir)
+    train.train_and_evaluate(run_config(tfds_dir, **{"train.steps": 4}), workdir)
     return workdir
 
 
@@ -52,7 +52,7 @@ def test_method_runs_logs_diagnostics_and_resumes_exactly(
     method, tfds_dir, tmp_path, reference_run
 ):
     workdir = str(tmp_path / method)
-    config = _config(
+    config = run_config(
         tfds_dir,
         f"method={method},runlocal",
         **{
@@ -67,7 +67,7 @@ def test_method_runs_logs_diagnostics_and_resumes_exactly(
         },
     )
     train.train_and_evaluate(config, workdir)
-    rows = _rows(workdir)
+    rows = metrics_rows(workdir)
     last = rows[-1]
     assert METHOD_KEYS.get(method, set()) | COMMON_KEYS <= set(last), sorted(last)
     assert last["select/active"] == 1.0
@@ -83,14 +83,14 @@ def test_method_runs_logs_diagnostics_and_resumes_exactly(
 
     shutil.rmtree(os.path.join(workdir, "checkpoints", "12"))
     train.train_and_evaluate(config, workdir)
-    assert _deterministic(_rows(workdir)) == _deterministic(rows)
+    assert deterministic_rows(metrics_rows(workdir)) == deterministic_rows(rows)
 
 
 def test_unknown_strategy_and_bad_downsampling_are_refused(tfds_dir, tmp_path):
-    config = _config(tfds_dir, "method=anograd,runlocal", **{"select.strategy": "best"})
+    config = run_config(tfds_dir, "method=anograd,runlocal", **{"select.strategy": "best"})
     with pytest.raises(ValueError, match="config.select.strategy='best'"):
         train.train_and_evaluate(config, str(tmp_path / "a"))
-    config = _config(tfds_dir, "method=anograd,runlocal", **{"select.downsampling": 0})
+    config = run_config(tfds_dir, "method=anograd,runlocal", **{"select.downsampling": 0})
     with pytest.raises(ValueError, match="config.select.downsampling=0"):
         train.train_and_evaluate(config, str(tmp_path / "b"))
 
@@ -117,7 +117,7 @@ def test_reference_methods_load_the_parameters_of_their_workdirs(method, tfds_di
     from adaptive_data import train_state as ts
     from adaptive_data.models import transformer
 
-    config = _config(
+    config = run_config(
         tfds_dir,
         f"method={method},runlocal",
         **{
@@ -144,8 +144,8 @@ def test_reference_methods_need_their_workdirs(tfds_dir):
     from adaptive_data import train_state as ts
     from adaptive_data.models import transformer
 
-    config = _config(tfds_dir, "method=rho,runlocal")
-    with pytest.raises(ValueError, match="needs config.rho.reference_from"):
+    config = run_config(tfds_dir, "method=rho,runlocal")
+    with pytest.raises(ValueError, match=r"config.rho.reference_from='': must be the workdir"):
         methods.build(
             config,
             model=transformer.from_config(config.model),

@@ -6,73 +6,31 @@ refused on a changed model config but allowed on harmless changes; fine-tuning k
 the best checkpoint by target_valid; a NaN loss stops the run and keeps the checkpoint.
 """
 
-import json
 import math
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from adaptive_data import checkpoint as ckpt
-from adaptive_data import config_args, train
+from adaptive_data import train
 
-from conftest import REPO_ROOT, kill_after_checkpoint, load_default_config
+from conftest import (
+    REPO_ROOT,
+    RESUME_FLAGS,
+    deterministic_rows,
+    kill_after_checkpoint,
+    main_command,
+    metrics_rows,
+    run_config,
+)
 
 pytestmark = pytest.mark.slow
 
 
-def _config(tfds_dir, arg="runlocal", **overrides):
-    config = load_default_config(arg)
-    config.data.tfds_data_dir = tfds_dir
-    return config_args.override(config, overrides)
-
-
-def _rows(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _deterministic(rows):
-    return [{k: v for k, v in r.items() if k != "steps_per_sec"} for r in rows]
-
-
-def _cli(workdir, tfds_dir, *flags):
-    return [
-        sys.executable,
-        "-m",
-        "adaptive_data.main",
-        "--config=configs/default.py:runlocal",
-        f"--workdir={workdir}",
-        f"--config.data.tfds_data_dir={tfds_dir}",
-        *flags,
-    ]
-
-
-RESUME_FLAGS = (
-    "--config.train.steps=160",
-    "--config.checkpoint.every=40",
-    "--config.train.eval_every=40",
-    "--config.train.log_every=5",
-)
-
-
-@pytest.fixture(scope="session")
-def uninterrupted_run(tfds_dir, tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
-    subprocess.run(
-        _cli(workdir, tfds_dir, *RESUME_FLAGS),
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return workdir
-
-
 def test_base_lowers_generic_and_target_bpb(uninterrupted_run):
-    rows = [r for r in _rows(uninterrupted_run) if "eval/target_bpb" in r]
+    rows = [r for r in metrics_rows(uninterrupted_run) if "eval/target_bpb" in r]
     first, last = rows[0], rows[-1]
     assert first["step"] == 0 and last["step"] == 160
     # A random byte model is ~8 bits/byte; 160 tiny-model steps must learn byte statistics.
@@ -88,18 +46,20 @@ def test_base_lowers_generic_and_target_bpb(uninterrupted_run):
 def test_sigkill_and_resume_gives_identical_metrics(uninterrupted_run, tfds_dir, tmp_path):
     workdir = str(tmp_path / "killed")
     kill_after_checkpoint(
-        _cli(workdir, tfds_dir, *RESUME_FLAGS), os.path.join(workdir, "checkpoints", "40")
+        main_command(workdir, tfds_dir, *RESUME_FLAGS), os.path.join(workdir, "checkpoints", "40")
     )
-    killed_rows = _rows(workdir)
+    killed_rows = metrics_rows(workdir)
     assert killed_rows[-1]["step"] < 160
     subprocess.run(
-        _cli(workdir, tfds_dir, *RESUME_FLAGS),
+        main_command(workdir, tfds_dir, *RESUME_FLAGS),
         cwd=REPO_ROOT,
         check=True,
         capture_output=True,
         timeout=600,
     )
-    assert _deterministic(_rows(workdir)) == _deterministic(_rows(uninterrupted_run))
+    assert deterministic_rows(metrics_rows(workdir)) == deterministic_rows(
+        metrics_rows(uninterrupted_run)
+    )
 
 
 def test_resume_refused_on_changed_model_but_allowed_on_harmless_change(
@@ -109,10 +69,10 @@ def test_resume_refused_on_changed_model_but_allowed_on_harmless_change(
 
     workdir = str(tmp_path / "copy")
     shutil.copytree(uninterrupted_run, workdir)
-    changed = _config(tfds_dir, **{"model.width": 32, "train.steps": 160})
+    changed = run_config(tfds_dir, **{"model.width": 32, "train.steps": 160})
     with pytest.raises(ckpt.ConfigMismatchError, match=r"model.width: 64 -> 32"):
         train.train_and_evaluate(changed, workdir)
-    longer = _config(
+    longer = run_config(
         tfds_dir,
         **{
             "train.steps": 165,
@@ -123,13 +83,13 @@ def test_resume_refused_on_changed_model_but_allowed_on_harmless_change(
     )
     result = train.train_and_evaluate(longer, workdir)
     assert result["step"] == 165
-    steps = [r["step"] for r in _rows(workdir)]
+    steps = [r["step"] for r in metrics_rows(workdir)]
     assert steps == sorted(steps) and steps.count(160) == 1
 
 
 def test_finetune_keeps_best_checkpoint_by_target_valid(uninterrupted_run, tfds_dir, tmp_path):
     workdir = str(tmp_path / "finetune")
-    config = _config(
+    config = run_config(
         tfds_dir,
         "method=finetune,runlocal",
         **{
@@ -140,8 +100,8 @@ def test_finetune_keeps_best_checkpoint_by_target_valid(uninterrupted_run, tfds_
         },
     )
     result = train.train_and_evaluate(config, workdir)
-    rows = [r for r in _rows(workdir) if "eval/target_valid_bpb" in r]
-    base_rows = [r for r in _rows(uninterrupted_run) if "eval/target_bpb" in r]
+    rows = [r for r in metrics_rows(workdir) if "eval/target_valid_bpb" in r]
+    base_rows = [r for r in metrics_rows(uninterrupted_run) if "eval/target_bpb" in r]
     # Starts from the pretrained model, not from scratch.
     assert rows[0]["eval/target_bpb"] == pytest.approx(base_rows[-1]["eval/target_bpb"], rel=1e-5)
     best = min(rows, key=lambda r: r["eval/target_valid_bpb"])
@@ -152,7 +112,7 @@ def test_finetune_keeps_best_checkpoint_by_target_valid(uninterrupted_run, tfds_
 
 
 def test_finetune_refuses_parameters_of_another_model(uninterrupted_run, tfds_dir, tmp_path):
-    config = _config(
+    config = run_config(
         tfds_dir,
         "method=finetune,runlocal",
         **{"finetune.init_from": uninterrupted_run, "model.width": 32},
@@ -162,7 +122,7 @@ def test_finetune_refuses_parameters_of_another_model(uninterrupted_run, tfds_di
 
 
 def test_mixing_trains_on_both_streams(tfds_dir, tmp_path):
-    config = _config(
+    config = run_config(
         tfds_dir, "method=mixing,runlocal", **{"train.steps": 10, "train.eval_every": 10}
     )
     result = train.train_and_evaluate(config, str(tmp_path / "mixing"))
@@ -173,7 +133,7 @@ def test_mixing_trains_on_both_streams(tfds_dir, tmp_path):
 
 def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tfds_dir, tmp_path):
     workdir = str(tmp_path / "nan")
-    config = _config(
+    config = run_config(
         tfds_dir,
         **{
             "train.learning_rate": 1e9,
@@ -192,4 +152,4 @@ def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tfds_dir, tmp_path):
     assert saved is not None and saved < bad_step
     params = ckpt.restore_params(workdir)
     assert all(np.all(np.isfinite(np.asarray(x))) for x in __import__("jax").tree.leaves(params))
-    assert math.isfinite(_rows(workdir)[0]["eval/target_bpb"])
+    assert math.isfinite(metrics_rows(workdir)[0]["eval/target_bpb"])

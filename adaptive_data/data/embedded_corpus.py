@@ -40,6 +40,7 @@ import fcntl
 import functools
 import hashlib
 import json
+import logging
 import lzma
 import math
 import operator
@@ -454,6 +455,24 @@ def _is_prepared(builder: AdaptiveDataEmbedded) -> bool:
     return builder.data_path.exists() and builder.is_prepared()
 
 
+class _CustomConfigNotice(logging.Filter):
+    """Drops TFDS's "Using custom data configuration" warning: every variant of the
+    embedded corpus is a config made at run time by design (``make_config``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Using custom data configuration")
+
+
+def _builder(config: EmbeddedCorpusConfig, data_dir: str | None) -> AdaptiveDataEmbedded:
+    notice = _CustomConfigNotice()
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(notice)
+    try:
+        return AdaptiveDataEmbedded(config=config, data_dir=data_dir)
+    finally:
+        absl_logger.removeFilter(notice)
+
+
 @contextlib.contextmanager
 def _prepare_lock(builder: AdaptiveDataEmbedded) -> Iterator[None]:
     """An exclusive file lock per config and version, so concurrent processes prepare once.
@@ -487,14 +506,14 @@ def get_builder(
     config = make_config(
         task, pool_target_share=pool_target_share, max_target_train=max_target_train
     )
-    builder = AdaptiveDataEmbedded(config=config, data_dir=data_dir)
+    builder = _builder(config, data_dir)
     if _is_prepared(builder):
         return builder
     # Surface an impossible share as ValueError before TFDS starts writing anything.
     _plan(config.task, config.pool_target_share, config.max_target_train)
     with _prepare_lock(builder):
         # Another process may have prepared it while we waited; a fresh builder reads it back.
-        builder = AdaptiveDataEmbedded(config=config, data_dir=data_dir)
+        builder = _builder(config, data_dir)
         if not _is_prepared(builder):
             builder.download_and_prepare(
                 file_format="array_record",

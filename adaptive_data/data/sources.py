@@ -34,6 +34,17 @@ class DataError(ValueError):
     """A data spec, file or dataset that cannot be used, with what to do about it."""
 
 
+# The forms of a data spec, as error messages list them.
+SPEC_FORMS = ("embedded", "tfds:NAME[/CONFIG][:VERSION]", "file:PATH.txt", "file:PATH.jsonl")
+
+
+def is_valid_spec(spec) -> bool:
+    """Whether ``spec`` has one of the ``SPEC_FORMS`` (the name or path is not checked)."""
+    return isinstance(spec, str) and (
+        spec == "embedded" or (spec.startswith(("tfds:", "file:")) and len(spec) > len("tfds:"))
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Corpus:
     """Five splits, the domain vocabulary (index = domain id) and the target's domain."""
@@ -178,18 +189,50 @@ def _split_by_hash(records, fractions: dict[str, float], salt: str) -> dict[str,
 # ---------------------------------------------------------------------------- tfds
 
 
-def _tfds_source(name: str, split: str, data_dir: str | None, spec: str):
+def _tfds_data_dirs(data_dir: str | None) -> list[str]:
+    """The data dirs TFDS looks in: ``data_dir``, or its defaults (``TFDS_DATA_DIR`` or
+    ``~/tensorflow_datasets``, and any registered with ``tfds.core.add_data_dir``)."""
+    try:
+        from tensorflow_datasets.core.utils import file_utils
+
+        return [str(d) for d in file_utils.list_data_dirs(data_dir)]
+    except Exception:  # an internal helper: fall back to the documented defaults
+        from tensorflow_datasets.core import constants
+
+        return [data_dir or constants.get_default_data_dir()]
+
+
+def _tfds_source(name: str, split: str, data_dir: str | None, spec: str, role: str):
     import tensorflow_datasets as tfds
 
+    key = f"config.data.{role}={spec!r}"
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as e:  # TFDS raises several types for unknown names.
-        raise DataError(f"Unknown TFDS dataset {name!r} (from spec {spec!r}): {e}") from e
+    except tfds.core.DatasetNotFoundError as e:
+        dirs = ", ".join(repr(d) for d in _tfds_data_dirs(data_dir))
+        where = (
+            f"config.data.tfds_data_dir={data_dir!r}"
+            if data_dir
+            else f"TFDS's default data dir {dirs} (TFDS_DATA_DIR, else ~/tensorflow_datasets; "
+            "config.data.tfds_data_dir is not set)"
+        )
+        raise DataError(
+            f"Unknown TFDS dataset {name!r} (from {key}): TFDS has no builder of that name "
+            f"and no prepared copy of it is in {where}. Fix the name in config.data.{role}, "
+            "or set config.data.tfds_data_dir to the directory holding the prepared dataset "
+            "(`tfds build NAME --file_format=array_record --data_dir=DIR`)."
+        ) from e
+    except Exception as e:  # a known builder with a bad config or version, ...
+        raise DataError(
+            f"Unknown TFDS dataset {name!r} (from {key}), data dir "
+            f"{', '.join(repr(d) for d in _tfds_data_dirs(data_dir))}: {e}"
+        ) from e
     if not builder.is_prepared():
         raise DataError(
-            f"TFDS dataset {name!r} is not prepared in data_dir={builder.data_dir_root!r}. "
-            "Nothing is downloaded at run time: prepare it first (e.g. `tfds build "
-            f"{name} --file_format=array_record`) or set config.data.tfds_data_dir."
+            f"TFDS dataset {name!r} (from {key}) is not prepared in "
+            f"data_dir={builder.data_dir_root!r}. Nothing is downloaded at run time: "
+            f"prepare it first (e.g. `tfds build {name} --file_format=array_record`) or set "
+            "config.data.tfds_data_dir to the directory holding it."
         )
     if split not in builder.info.splits:
         raise DataError(
@@ -256,7 +299,7 @@ def _resolve(spec: str, role: str, data_cfg) -> tuple[dict[str, Any], set[str], 
         }
         splits = {
             n: RecordSource(
-                _tfds_source(name, split_keys[n], data_cfg.tfds_data_dir, spec),
+                _tfds_source(name, split_keys[n], data_cfg.tfds_data_dir, spec, role),
                 text_key=data_cfg.text_key,
                 default_domain=default_domain,
                 id_prefix=f"{name}/{split_keys[n]}",
@@ -304,8 +347,9 @@ def _resolve(spec: str, role: str, data_cfg) -> tuple[dict[str, Any], set[str], 
         single_domain = next(iter(domains)) if len(domains) == 1 else None
         return splits, domains, (single_domain if role == "target" else None)
     raise DataError(
-        f"Unknown data spec {spec!r} for config.data.{role}: use 'embedded', "
-        "'tfds:NAME[/CONFIG][:VERSION]', 'file:PATH.txt' or 'file:PATH.jsonl'."
+        f"Unknown data spec {spec!r} for config.data.{role}: use "
+        + ", ".join(repr(f) for f in SPEC_FORMS)
+        + "."
     )
 
 

@@ -5,10 +5,13 @@ benchmarks, sweeps, tests, the README's table) derives from ``METHODS``. Each en
 ``MethodSpec``: a constructor plus what the tables show (a one-line summary, and what
 scores the big batch). The maths of each method is in docs/algorithms.md; each method's
 settings are its own config block (``config.<name>``), shared selection settings are in
-``config.select`` and the weighting model's optimiser in ``config.outer``.
+``config.select`` and the weighting model's optimiser in ``config.outer``. ``build``
+checks the whole config first (``adaptive_data.validation.validate_config``), so the
+constructors read their settings without checking them again.
 
 Adding a method with a weighting model takes its core module (an ``OuterMethod``), one
-``weighting_method`` entry below, its config block and its tests.
+``weighting_method`` entry below, its config block, the ``RULES`` of its settings in
+``adaptive_data/validation.py`` and its tests.
 """
 
 from __future__ import annotations
@@ -23,18 +26,22 @@ import optax
 
 from adaptive_data import checkpoint as ckpt
 from adaptive_data import train_state as ts
-from adaptive_data.core import alignment, dsir, mixture, selection
-from adaptive_data.core.outer.anograd import NORMALIZATIONS, anograd
+from adaptive_data.core import alignment, dsir, mixture
+from adaptive_data.core.outer.anograd import anograd
 from adaptive_data.core.outer.base import OuterMethod
 from adaptive_data.core.outer.classifier import classifier
 from adaptive_data.core.outer.dds import dds
 from adaptive_data.core.outer.l2rw import l2rw_weights
 from adaptive_data.core.outer.soba import soba
-from adaptive_data.methods.types import OUTER_BATCHES, Method, OuterState, ReferenceModels
+from adaptive_data.methods.types import Method, OuterState, ReferenceModels
 from adaptive_data.models import transformer, weighting
 
 # What scores the big batch (``MethodSpec.scorer``), from cheapest to dearest per example.
 SCORERS = ("none", "domain", "ngram", "weighting_model", "lm_forward", "lm_gradient")
+# Optimisers of ``config.outer.optimizer`` and ``config.soba.v_optimizer``.
+OPTIMIZERS = ("adam", "sgd")
+# Generic batches of DDS's look-ahead (``config.dds.lookahead_batch``).
+DDS_LOOKAHEAD_BATCHES = ("uniform", "selected")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,21 +69,8 @@ class MethodSpec:
 # ------------------------------------------------------------------------- helpers
 
 
-def config_choice(config, dotted_key: str, choices) -> str:
-    """The value of ``config.<dotted_key>``, checked against ``choices``."""
-    node = config
-    for part in dotted_key.split("."):
-        node = node[part]
-    if node not in choices:
-        raise ValueError(
-            f"config.{dotted_key}={node!r} is not valid; choose one of {tuple(choices)}."
-        )
-    return node
-
-
-def _optimizer(config, dotted_key: str, learning_rate) -> optax.GradientTransformation:
-    """The optimiser named by ``config.<dotted_key>`` (adam | sgd) at ``learning_rate``."""
-    name = config_choice(config, dotted_key, ("adam", "sgd"))
+def _optimizer(name: str, learning_rate) -> optax.GradientTransformation:
+    """The optimiser ``name`` (one of ``OPTIMIZERS``: adam | sgd) at ``learning_rate``."""
     return optax.adam(learning_rate) if name == "adam" else optax.sgd(learning_rate)
 
 
@@ -118,14 +112,8 @@ def selecting_method(
     overrides it).
     """
     k = int(config.select.downsampling)
-    if k < 1:
-        raise ValueError(f"config.select.downsampling={k} must be >= 1.")
-    if not float(config.select.temperature) > 0:
-        raise ValueError(f"config.select.temperature={config.select.temperature} must be > 0.")
-    if int(config.outer.every) < 1:
-        raise ValueError(f"config.outer.every={config.outer.every} must be >= 1.")
     if config.select.strategy:
-        strategy = config_choice(config, "select.strategy", selection.STRATEGIES)
+        strategy = config.select.strategy
     b = int(config.train.batch_size)
     fields = {} if init_state is None else {"init_state": init_state}
     return Method(
@@ -169,7 +157,7 @@ def weighting_method(
         def weight_fn(phi, batch):
             return weighting.weighting_forward(wmodel, phi, batch["inputs"], mode=weight_mode)
 
-        phi_tx = _optimizer(config, "outer.optimizer", float(config.outer.learning_rate))
+        phi_tx = _optimizer(config.outer.optimizer, float(config.outer.learning_rate))
         outer = make_outer(config, transformer.make_loss_fn(context.model), weight_fn, phi_tx)
 
         def init_state(key, params) -> OuterState:
@@ -212,8 +200,6 @@ def _base(config, context):
 
 def _mixing(config, context):
     gw = float(config.mixing.generic_weight)
-    if not 0.0 <= gw <= 1.0:
-        raise ValueError(f"config.mixing.generic_weight={gw} must be in [0, 1].")
     return _supervised(
         config,
         context,
@@ -227,11 +213,6 @@ def _mixing(config, context):
 
 
 def _finetune(config, context):
-    if not config.finetune.init_from:
-        raise ValueError(
-            "config.method='finetune' needs config.finetune.init_from: the "
-            "workdir of a pretrained run (e.g. a base run)."
-        )
     return _supervised(
         config,
         context,
@@ -246,7 +227,7 @@ def _finetune(config, context):
 def _align_filter(config, context):
     loss_fn = transformer.make_loss_fn(context.model)
     f = config.align_filter
-    method = config_choice(config, "align_filter.method", alignment.METHODS)
+    method = f.method
 
     def score(params, method_state, big, target, key):
         del method_state, key
@@ -282,7 +263,7 @@ def _anograd_outer(config, loss_fn, weight_fn, phi_tx):
         loss_fn,
         weight_fn,
         phi_tx,
-        normalization=config_choice(config, "anograd.normalization", NORMALIZATIONS),
+        normalization=a.normalization,
         param_filter=a.param_filter or None,
     )
 
@@ -294,7 +275,7 @@ def _soba_outer(config, loss_fn, weight_fn, phi_tx):
         if s.v_learning_rate is None
         else float(s.v_learning_rate)
     )
-    if config_choice(config, "soba.v_optimizer", ("adam", "sgd")) == "adam":
+    if s.v_optimizer == "adam":
         v_tx = optax.adam(v_learning_rate, b1=0.9, b2=0.98, eps=1e-9)
     else:
         v_tx = optax.sgd(v_learning_rate)
@@ -304,11 +285,9 @@ def _soba_outer(config, loss_fn, weight_fn, phi_tx):
         phi_tx,
         v_tx,
         hessian_free=bool(s.hessian_free),
-        hessian_free_curvature=config_choice(
-            config, "soba.hessian_free_curvature", ("zero", "identity")
-        ),
+        hessian_free_curvature=s.hessian_free_curvature,
         hessian_reg=float(s.hessian_reg),
-        hessian_weights=config_choice(config, "soba.hessian_weights", ("uniform", "weighted")),
+        hessian_weights=s.hessian_weights,
     )
 
 
@@ -319,9 +298,9 @@ def _dds_outer(config, loss_fn, weight_fn, phi_tx):
 def _domain_mixture(config, context):
     m = config.mixture
     loss_fn = transformer.make_loss_fn(context.model)
-    update = config_choice(config, "mixture.update_rule", mixture.UPDATES)
+    update = m.update_rule
     phi_tx = (
-        _optimizer(config, "outer.optimizer", float(m.step_size))
+        _optimizer(config.outer.optimizer, float(m.step_size))
         if update == "hypergradient"
         else None
     )
@@ -332,9 +311,9 @@ def _domain_mixture(config, context):
         step_size=float(m.step_size),
         smoothing=float(m.smoothing),
         phi_tx=phi_tx,
-        objective=config_choice(config, "mixture.objective", mixture.OBJECTIVES),
+        objective=m.objective,
         eta=float(config.dds.eta),
-        normalization=config_choice(config, "anograd.normalization", NORMALIZATIONS),
+        normalization=config.anograd.normalization,
     )
     num_domains = context.num_domains
 
@@ -369,11 +348,6 @@ def _classifier_outer(config, loss_fn, weight_fn, phi_tx):
 def _dsir(config, context):
     d = config.dsir
     num_buckets, smoothing = int(d.num_buckets), float(d.smoothing)
-    if num_buckets < 1 or smoothing <= 0:
-        raise ValueError(
-            f"config.dsir.num_buckets={num_buckets} must be >= 1 and "
-            f"config.dsir.smoothing={smoothing} > 0."
-        )
     outer = dsir.dsir(num_buckets, smoothing=smoothing)
 
     def init_state(key, params) -> OuterState:
@@ -403,20 +377,9 @@ def _reference_method(config, context, name: str, *, score_fn, workdirs: dict[st
     ``workdirs``: field of ``ReferenceModels`` -> dotted config key of its workdir;
     ``score_fn(loss_fn, params, references, big) -> float[B]``; top b are kept.
     """
-    paths = {}
-    for field, key in workdirs.items():
-        path = config[key.split(".")[0]][key.split(".")[1]]
-        if not path:
-            raise ValueError(
-                f"config.method={name!r} needs config.{key}: the workdir of "
-                + (
-                    "a base run (generic data)"
-                    if field == "generic"
-                    else "a run trained on target_train (e.g. method=finetune from a base run)"
-                )
-                + "; experiments/benchmark.py makes both."
-            )
-        paths[field] = str(path)
+    paths = {
+        field: str(config[key.split(".")[0]][key.split(".")[1]]) for field, key in workdirs.items()
+    }
     loss_fn = transformer.make_loss_fn(context.model)
 
     def init_state(key, params) -> ReferenceModels:
@@ -486,16 +449,12 @@ METHODS: dict[str, MethodSpec] = {
         scorer="weighting_model",
     ),
     "soba": MethodSpec(
-        weighting_method(
-            _soba_outer, lambda c: config_choice(c, "soba.outer_batch", OUTER_BATCHES)
-        ),
+        weighting_method(_soba_outer, lambda c: c.soba.outer_batch),
         "b sampled by a weighting CNN; phi follows the SOBA hypergradient, v ~ -H^-1 grad L_s",
         scorer="weighting_model",
     ),
     "dds": MethodSpec(
-        weighting_method(
-            _dds_outer, lambda c: config_choice(c, "dds.lookahead_batch", ("uniform", "selected"))
-        ),
+        weighting_method(_dds_outer, lambda c: c.dds.lookahead_batch),
         "b sampled by a weighting CNN; phi descends L_s after a virtual step "
         "theta - eta sum_i wbar_i grad l_i",
         scorer="weighting_model",
@@ -542,11 +501,15 @@ METHODS: dict[str, MethodSpec] = {
 
 
 def build(config, *, model, tx, domains, target_domain) -> Method:
-    """The ``Method`` of ``config.method`` for this LM, optimiser and domain vocabulary."""
-    if config.method not in METHODS:
-        raise ValueError(
-            f"Unknown config.method={config.method!r}; choose one of {sorted(METHODS)}."
-        )
+    """The ``Method`` of ``config.method`` for this LM, optimiser and domain vocabulary.
+
+    Raises:
+      adaptive_data.validation.ConfigError: the config has values out of range (all of
+        them are listed).
+    """
+    from adaptive_data.validation import validate_config  # it imports this module
+
+    validate_config(config)
     context = MethodContext(
         model=model,
         tx=tx,

@@ -17,6 +17,16 @@ import jax.numpy as jnp
 
 from adaptive_data.data import tokenizer
 
+# Size presets of ``config.model.size`` (configs/default.py fills the model fields from
+# them): "tiny" for tests, "small" runs on a laptop CPU, "paper" is the paper's byte LM.
+SIZES = {
+    "tiny": dict(num_layers=2, width=64, mlp_dim=256, num_heads=4, max_length=64),
+    "small": dict(num_layers=4, width=128, mlp_dim=512, num_heads=4, max_length=128),
+    "paper": dict(num_layers=12, width=256, mlp_dim=1024, num_heads=8, max_length=256),
+}
+# Activation dtypes of ``config.model.dtype`` (parameters stay float32).
+DTYPES = ("float32", "bfloat16")
+
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:

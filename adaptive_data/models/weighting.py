@@ -26,6 +26,8 @@ _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
     "gelu": nn.gelu,
 }
+# The values of ``config.weighting.activation``.
+ACTIVATIONS = tuple(_ACTIVATIONS)
 
 # softplus(_SCALE_INIT) = 1, so the initial "positive" weights have mean 1.
 _SCALE_INIT = math.log(math.e - 1.0)
