@@ -45,7 +45,7 @@ from typing import Any
 
 from absl import logging
 
-from adaptive_data import exit_codes
+from adaptive_data import exit_codes, faults
 
 KEY_PREFIX = "adaptive_data/peers/"
 INTERVAL_S = 1.0
@@ -179,14 +179,9 @@ def exit_now(code: int, error: BaseException | None = None) -> None:
 
 def looks_like_lost_peer(error: BaseException) -> bool:
     """Whether ``error`` (or one of its causes) is an error a dead peer causes."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        text = str(error).lower()
-        if any(word in text for word in _PEER_ERROR_WORDS):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    return any(
+        word in str(e).lower() for e in faults.error_chain(error) for word in _PEER_ERROR_WORDS
+    )
 
 
 @dataclasses.dataclass
