@@ -24,7 +24,8 @@ killed one resumes from its last checkpoint; rerun the same command. Runs live u
 go to ``--out`` (default ``experiments/results/benchmark_<preset>``): ``results.csv``,
 ``results.md``, ``flops.json`` and PNG curves per target (bits per byte against steps and
 against cumulative training FLOPs, and the selected domain shares of each selection
-method).
+method), rewritten after each target so an interrupted grid leaves the finished targets'
+tables; ``--targets python,jargon`` restricts the grid (and the tables) to those tasks.
 
 ``train_flops``: XLA's cost analysis of the compiled train step of each phase (warm-up:
 no scoring and no outer update; after it: scoring, selection and the outer update) times
@@ -554,8 +555,17 @@ def main(argv=None) -> int:
         help="comma-separated subset of the methods (base is always run)",
     )
     parser.add_argument("--verbose", action="store_true", help="the driver's per-step logs")
+    parser.add_argument(
+        "--targets",
+        default=None,
+        help="comma-separated subset of the preset's target tasks (default: all)",
+    )
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
+    if args.targets:
+        preset = dataclasses.replace(
+            preset, targets=tuple(benchlib.parse_list(args.targets, preset.targets))
+        )
     grid_methods = ["base"] + [
         m for m in benchlib.parse_list(args.methods, GRID_METHODS) if m != "base"
     ]
@@ -604,7 +614,19 @@ def main(argv=None) -> int:
         rows.append(row)
         return row, run_dir, ft_dir
 
-    for target in preset.targets:
+    def write_outputs(finished_targets: tuple[str, ...]) -> None:
+        """Tables, plots and verdicts of the targets whose runs are all done."""
+        shown = dataclasses.replace(preset, targets=finished_targets)
+        with (out / "results.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        report = markdown_report(args.preset, shown, rows, verdicts, command)
+        (out / "results.md").write_text(report)
+        (out / "diagnose.json").write_text(json.dumps(verdicts, indent=2))
+        write_plots(out, shown, root, flops, rows)
+
+    for target_index, target in enumerate(preset.targets):
         base_row, base_dir, base_ft_dir = train_and_finetune(target, "base", 0)
         verdict_file = base_dir / "diagnose.json"
         if not verdict_file.exists():
@@ -642,14 +664,9 @@ def main(argv=None) -> int:
                 for method in ("base", "mixing", best):
                     if method in grid_methods:
                         run_method(method, seed)
+        # After every target, so an interrupted grid leaves the tables of those finished.
+        write_outputs(preset.targets[: target_index + 1])
 
-    with (out / "results.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "results.md").write_text(markdown_report(args.preset, preset, rows, verdicts, command))
-    (out / "diagnose.json").write_text(json.dumps(verdicts, indent=2))
-    write_plots(out, preset, root, flops, rows)
     print((out / "results.md").read_text())
     print(f"wrote {out}/results.csv, results.md and plots")
     return 0

@@ -77,11 +77,10 @@ def checkpoint_in_flight(workdir: pathlib.Path) -> bool:
     return directory.is_dir() and any(not p.name.isdigit() for p in directory.iterdir())
 
 
-def kill_once(cmd: list[str], workdir: pathlib.Path, rng: random.Random, during_write: bool):
-    """Starts the run, SIGKILLs it at a random step past its resume point (and, with
-    ``during_write``, the moment a checkpoint is being written). Returns what happened."""
-    latest = STEPS - 6  # leaves a checkpoint write before the end to kill
-    kill_step = rng.randint(min(max(last_step(workdir), 0) + 1, latest), latest)
+def kill_once(cmd: list[str], workdir: pathlib.Path, kill_step: int, during_write: bool, rng):
+    """Starts the run and SIGKILLs it once its metrics reach ``kill_step``: after a random
+    delay of up to 0.3 s, or (``during_write``) the moment a checkpoint is being written.
+    Returns the last step logged and whether a checkpoint write was in flight."""
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 900
     while proc.poll() is None and last_step(workdir) < kill_step and time.time() < deadline:
@@ -147,9 +146,12 @@ def main(argv=None) -> int:
         shutil.rmtree(root / method, ignore_errors=True)
         started = time.time()
         run_to_end(command(reference, method, tfds_dir, *flags))
+        # Distinct kill steps spread over the run (the last checkpoint write before the
+        # end is at STEPS - 3); every other kill waits for a checkpoint write.
+        kill_steps = sorted(rng.sample(range(0, STEPS - 5), args.kills))
         kills = [
-            kill_once(command(killed, method, tfds_dir, *flags), killed, rng, i % 2 == 1)
-            for i in range(args.kills)
+            kill_once(command(killed, method, tfds_dir, *flags), killed, step, i % 2 == 1, rng)
+            for i, step in enumerate(kill_steps)
         ]
         run_to_end(command(killed, method, tfds_dir, *flags))
         results[method] = {
