@@ -109,10 +109,8 @@ RESUME_FLAGS = (
 )
 
 
-@pytest.fixture(scope="session")
-def uninterrupted_run(tfds_dir, tmp_path_factory):
-    """Workdir of the run of ``RESUME_FLAGS``, never interrupted."""
-    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+def run_resume_flags(workdir, tfds_dir) -> None:
+    """Runs (or resumes) the run of ``RESUME_FLAGS`` in ``workdir`` to its end."""
     subprocess.run(
         main_command(workdir, tfds_dir, *RESUME_FLAGS),
         cwd=REPO_ROOT,
@@ -120,6 +118,13 @@ def uninterrupted_run(tfds_dir, tmp_path_factory):
         capture_output=True,
         timeout=600,
     )
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_run(tfds_dir, tmp_path_factory):
+    """Workdir of the run of ``RESUME_FLAGS``, never interrupted."""
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    run_resume_flags(workdir, tfds_dir)
     return workdir
 
 

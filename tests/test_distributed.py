@@ -9,12 +9,11 @@ from the order of floating-point reductions across devices.
 import os
 import socket
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, kill_after_checkpoint, metrics_rows
+from conftest import REPO_ROOT, kill_after_checkpoint, main_command, metrics_rows
 
 pytestmark = pytest.mark.slow
 
@@ -28,16 +27,7 @@ RTOL, ATOL = 1e-5, 1e-6
 
 
 def _command(workdir, tfds_dir, method, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "adaptive_data.main",
-        f"--config=configs/default.py:runlocal,method={method}",
-        f"--workdir={workdir}",
-        f"--config.data.tfds_data_dir={tfds_dir}",
-        *FLAGS,
-        *extra,
-    ]
+    return main_command(workdir, tfds_dir, *FLAGS, *extra, arg=f"runlocal,method={method}")
 
 
 def _env(devices):

@@ -8,7 +8,6 @@ the best checkpoint by target_valid; a NaN loss stops the run and keeps the chec
 
 import math
 import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -17,13 +16,13 @@ from adaptive_data import checkpoint as ckpt
 from adaptive_data import train
 
 from conftest import (
-    REPO_ROOT,
     RESUME_FLAGS,
     deterministic_rows,
     kill_after_checkpoint,
     main_command,
     metrics_rows,
     run_config,
+    run_resume_flags,
 )
 
 pytestmark = pytest.mark.slow
@@ -50,13 +49,7 @@ def test_sigkill_and_resume_gives_identical_metrics(uninterrupted_run, tfds_dir,
     )
     killed_rows = metrics_rows(workdir)
     assert killed_rows[-1]["step"] < 160
-    subprocess.run(
-        main_command(workdir, tfds_dir, *RESUME_FLAGS),
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    run_resume_flags(workdir, tfds_dir)
     assert deterministic_rows(metrics_rows(workdir)) == deterministic_rows(
         metrics_rows(uninterrupted_run)
     )
