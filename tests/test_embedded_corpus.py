@@ -80,14 +80,42 @@ def test_manifest_matches_shipped_files():
 
 
 def test_tasks_are_data():
-    assert set(ec.TASKS) == set(TASK_NAMES)
+    # One task per domain plus the negative control "pool" (target_domain None).
+    assert set(ec.TASKS) == set(ec.DOMAINS) | {"pool"}
     for name, task in ec.TASKS.items():
-        assert task.name == name and task.target_domain in ec.DOMAINS
+        assert task.name == name
+        assert task.target_domain == (None if name == "pool" else name)
         with pytest.raises(dataclasses.FrozenInstanceError):
             task.name = "other"
     assert ec.TASKS["python"].default_pool_target_share == 0.02
     assert ec.TASKS["jargon"].default_pool_target_share == 0.0
     assert ec.TASKS["russian"].default_pool_target_share == 0.0
+
+
+@pytest.mark.parametrize("task", sorted(set(ec.DOMAINS) - {"jargon"}))
+def test_every_domain_task_accepts_zero_and_positive_pool_share(task):
+    # 0.06 is feasible for every domain but jargon (too small: at most about 0.03).
+    for share in (0.0, 0.06):
+        info = ec.task_info(task, pool_target_share=share, max_target_train=32)
+        assert info["actual_pool_target_share"] == pytest.approx(share, abs=0.06 * 0.05)
+        assert info["split_num_docs"]["target_train"] == 32
+
+
+def test_negative_control_target_is_a_held_out_sample_of_the_pool():
+    ids = ec.split_doc_ids("pool", max_target_train=32)
+    sets = {split: set(doc_ids) for split, doc_ids in ids.items()}
+    for i, a in enumerate(ec.SPLITS):
+        for b in ec.SPLITS[i + 1 :]:
+            assert not sets[a] & sets[b], (a, b)
+    every_doc = sum(ec.manifest()["domains"][d]["num_docs"] for d in ec.DOMAINS)
+    assert sum(len(v) for v in sets.values()) == every_doc
+    # Per-domain document fractions of target_test and of the pool agree (a uniform sample
+    # of 400 documents: within 5 percentage points for every domain).
+    for domain in ec.DOMAINS:
+        in_test = sum(i.startswith(domain + "/") for i in ids["target_test"]) / 400
+        in_pool = sum(i.startswith(domain + "/") for i in ids["train"]) / len(ids["train"])
+        assert abs(in_test - in_pool) < 0.05, domain
+    assert ec.split_doc_ids("pool", pool_target_share=0.1, max_target_train=32) == ids
 
 
 # ---------------------------------------------------------------------------------------------

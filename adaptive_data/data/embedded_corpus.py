@@ -80,10 +80,16 @@ SHARE_RELATIVE_TOLERANCE = 0.05
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A target task: which domain is the target and how its splits are sized."""
+    """A target task: which domain is the target and how its splits are sized.
+
+    ``target_domain=None`` makes a negative control: the target splits are a held-out sample
+    of the pool's own mixture of all domains, so no selection of pool documents can fit the
+    target better than a uniform draw. ``pool_target_share`` has no effect there (the pool is
+    already entirely drawn from the target's distribution).
+    """
 
     name: str
-    target_domain: str
+    target_domain: str | None
     description: str
     default_pool_target_share: float
     num_target_valid: int = 400
@@ -116,6 +122,60 @@ TASKS: dict[str, Task] = {
         description=(
             "Target: Russian fortunes (Cyrillic), unlike anything in the all-English/code "
             "pool. Absent from the pool."
+        ),
+        default_pool_target_share=0.0,
+    ),
+    "computing": Task(
+        name="computing",
+        target_domain="computing",
+        description=(
+            "Target: FOLDOC computing-dictionary entries. Absent from the pool by default; "
+            "jargon and the man pages are related."
+        ),
+        default_pool_target_share=0.0,
+    ),
+    "dictionary": Task(
+        name="dictionary",
+        target_domain="dictionary",
+        description=(
+            "Target: GCIDE general-English dictionary entries. Absent from the pool by default; "
+            "WordNet entries are close."
+        ),
+        default_pool_target_share=0.0,
+    ),
+    "fortunes": Task(
+        name="fortunes",
+        target_domain="fortunes",
+        description=(
+            "Target: English fortunes (quotes, jokes, short prose). Absent from the pool by "
+            "default; at most about 0.06 of the pool's bytes can be made of them."
+        ),
+        default_pool_target_share=0.0,
+    ),
+    "manpages": Task(
+        name="manpages",
+        target_domain="manpages",
+        description=(
+            "Target: sections of Linux man pages (troff source). Absent from the pool by default."
+        ),
+        default_pool_target_share=0.0,
+    ),
+    "wordnet": Task(
+        name="wordnet",
+        target_domain="wordnet",
+        description=(
+            "Target: WordNet 3.0 entries. Absent from the pool by default; GCIDE dictionary "
+            "entries are close. At most about 0.08 of the pool's bytes can be made of them."
+        ),
+        default_pool_target_share=0.0,
+    ),
+    "pool": Task(
+        name="pool",
+        target_domain=None,
+        description=(
+            "Negative control: the target is a held-out sample of the pool's own mixture of all "
+            "eight domains, so selection cannot beat a uniform draw. pool_target_share has no "
+            "effect."
         ),
         default_pool_target_share=0.0,
     ),
@@ -222,10 +282,12 @@ def _plan(task: str, share: float, max_target_train: int) -> dict[str, tuple[_Do
     def in_validation(doc_id: str) -> bool:
         return _unit("validation", doc_id) < spec.validation_fraction
 
-    # Target domain: a fixed hash order; test, then valid, then train, then pool candidates.
+    # Target documents in a fixed hash order: test, then valid, then train, then the rest
+    # (pool candidates). A negative control (target None) draws them from every domain.
+    target_domains = DOMAINS if target is None else (target,)
     target_docs = sorted(
-        (_Doc(i, target, t, n) for i, t, n in corpus[target]),
-        key=lambda d: _digest(f"target/{target}", d.doc_id),
+        (_Doc(i, domain, t, n) for domain in target_domains for i, t, n in corpus[domain]),
+        key=lambda d: _digest(f"target/{target or spec.name}", d.doc_id),
     )
     n_test, n_valid = spec.num_target_test, spec.num_target_valid
     if len(target_docs) < n_test + n_valid + 1:
@@ -239,19 +301,25 @@ def _plan(task: str, share: float, max_target_train: int) -> dict[str, tuple[_Do
     splits["target_train"] = target_docs[n_test + n_valid : end_train]
     candidates = target_docs[end_train:]
 
-    # Generic pool: every other domain, split into train / validation by hash.
-    for domain in DOMAINS:
-        if domain == target:
-            continue
-        for doc_id, text, nbytes in corpus[domain]:
-            doc = _Doc(doc_id, domain, text, nbytes)
-            splits["validation" if in_validation(doc_id) else "train"].append(doc)
+    # Generic pool: every other domain (for a negative control: every document not taken for
+    # the target splits), split into train / validation by hash.
+    if target is None:
+        generic, candidates = candidates, []
+    else:
+        generic = [
+            _Doc(doc_id, domain, text, nbytes)
+            for domain in DOMAINS
+            if domain != target
+            for doc_id, text, nbytes in corpus[domain]
+        ]
+    for doc in generic:
+        splits["validation" if in_validation(doc.doc_id) else "train"].append(doc)
 
     # Target docs in the pool: scan candidates in hash order (each goes to train or validation
     # by the same rule as generic docs) until the train split's target bytes reach `share` of
     # its bytes. A train-bound doc that would overshoot is taken only if that lands nearer the
     # goal, else skipped (smaller ones later fill the gap), so the share is met closely.
-    if share > 0.0:
+    if share > 0.0 and target is not None:
         generic_bytes = sum(d.nbytes for d in splits["train"])
         needed = share / (1.0 - share) * generic_bytes
         got = 0
@@ -317,13 +385,15 @@ def task_info(
         by_domain[doc.domain] += doc.nbytes
         docs_by_domain[doc.domain] += 1
     shares = {d: (b / train_bytes if train_bytes else 0.0) for d, b in by_domain.items()}
+    # A negative control's pool is drawn entirely from the target's distribution.
+    target_share = 1.0 if spec.target_domain is None else shares[spec.target_domain]
     return {
         "task": spec.name,
         "target_domain": spec.target_domain,
         "description": spec.description,
         "domains": DOMAINS,
         "pool_target_share": share,
-        "actual_pool_target_share": shares[spec.target_domain],
+        "actual_pool_target_share": target_share,
         "max_target_train": mtt,
         "config_name": config_name(spec.name, share, mtt),
         "version": dataset_version(),
