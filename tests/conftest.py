@@ -179,3 +179,11 @@ def method_batches():
         return jax.tree.map(jax.numpy.asarray, batches)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ridge():
+    """The convex bilevel ridge problem of ``bilevel_ridge.Ridge`` (numpy float64, read-only)."""
+    from bilevel_ridge import Ridge
+
+    return Ridge()
