@@ -17,9 +17,8 @@ import jax.numpy as jnp
 from absl import logging
 
 from adaptive_data import checkpoint as ckpt
-from adaptive_data import faults, methods, sharding, validation
+from adaptive_data import faults, methods, run_setup, sharding, validation, workdir_lock
 from adaptive_data import metrics as metrics_lib
-from adaptive_data import train_state as ts
 from adaptive_data.data import pipeline, sources
 from adaptive_data.models import transformer
 
@@ -58,9 +57,12 @@ class _Evaluator:
         return results
 
 
+@workdir_lock.exclusive
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     """Trains ``config.method``; returns the last metrics row written.
 
+    Holds the workdir's lock throughout (``workdir_lock``): raises
+    ``workdir_lock.WorkdirInUse``, touching nothing, if another live run holds it.
     Raises ``validation.ConfigError`` (every bad value at once) before anything runs,
     ``faults.Preempted`` after saving a checkpoint on SIGTERM, ``faults.StorageError``
     when a checkpoint or metrics write fails, and ``checkpoint.CheckpointError`` when no
@@ -74,15 +76,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     ckpt.check_and_save_config(config.to_dict(), workdir, resume_step is not None)
 
     corpus = sources.load_corpus(config.data)
-    model = transformer.from_config(config.model)
-    tx = ts.make_optimizer(config.train)
+    setup = run_setup.build(config, domains=corpus.domains, target_domain=corpus.target_domain)
+    method = setup.method
 
     # ------------------------------------------------------------------ mesh & batches
     mesh = sharding.make_mesh(config.mesh.fsdp)
     data_sharding = sharding.batch_sharding(mesh)
-    method = methods.build(
-        config, model=model, tx=tx, domains=corpus.domains, target_domain=corpus.target_domain
-    )
     logging.info(
         "Data: %s; domains %s; target domain %s; method %s; mesh %s.",
         corpus.description,
@@ -119,13 +118,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     }
 
     # ------------------------------------------------------------------ state
-    init_key, method_key = jax.random.split(jax.random.key(config.seed))
-
-    def init_fn():
-        params = transformer.init_params(model, init_key, config.model.max_length)
-        return ts.init_state(params, tx, config.seed, method.init_state(method_key, params))
-
-    abstract_state = jax.eval_shape(init_fn)
+    abstract_state = setup.abstract_state()
     state_sharding = sharding.state_shardings(abstract_state, mesh)
     resume_step, state = checkpointer.restore_latest_intact(
         jax.tree.map(
@@ -138,7 +131,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if resume_step is not None:
         logging.info("Resumed from the checkpoint of step %d in %s.", resume_step, workdir)
     else:
-        state = jax.jit(init_fn, out_shardings=state_sharding)()
+        state = setup.initial_state(state_sharding)
         if method.init_from:
             logging.info("Starting from the parameters of %s.", method.init_from)
             params = ckpt.restore_pretrained_params(method.init_from, abstract_state.params)
@@ -146,16 +139,27 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 state.replace(params=jax.tree.map(jnp.asarray, params)), state_sharding
             )
         if method.load_state is not None:
-            state = jax.device_put(
-                state.replace(method_state=method.load_state(state.method_state)), state_sharding
-            )
+
+            def target_train():  # every target_train example once, for load_state
+                split = corpus.splits["target_train"]
+                return pipeline.eval_batches(
+                    split,
+                    domains=corpus.domains,
+                    max_length=config.model.max_length,
+                    batch_size=config.eval.batch_size,
+                    max_examples=len(split),
+                )
+
+            method_state = method.load_state(state.method_state, target_train)
+            state = jax.device_put(state.replace(method_state=method_state), state_sharding)
 
     train_step = methods.jit_train_step(method, state_sharding)
-    evaluator = _Evaluator(model, corpus, config, to_device)
+    evaluator = _Evaluator(setup.model, corpus, config, to_device)
     writer = metrics_lib.MetricWriter(workdir, resume_step=resume_step)
-    best = (
-        ckpt.BestParams(workdir, writer.history(), resume_step or 0) if method.keep_best else None
-    )
+    best = None
+    if method.keep_best:
+        history = metrics_lib.read_metrics(workdir, missing_ok=True)  # rewound by the writer
+        best = ckpt.BestParams(workdir, history, resume_step or 0)
 
     # ------------------------------------------------------------------ loop
     step = int(sharding.to_host(state.step))

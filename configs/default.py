@@ -13,18 +13,19 @@ Arguments after ``:`` (comma-separated) pick a variant:
 
 Any field can be overridden with dotted flags, e.g. ``--config.train.steps=1000``.
 Methods: the names of ``adaptive_data.methods.METHODS`` (the README's method table); each
-method's own settings are the config block of its name. Target tasks of the embedded
-corpus: python (the target domain is also in the pool at ``data.pool_target_share``),
-jargon (absent from the pool, related domains present), russian (unlike anything in the
-pool).
+method's own settings are the config block its registry entry declares (``config.<name>``,
+built here from ``MethodSpec.defaults``). A method of your own: ``extra_modules=my.module``
+(several: ``extra_modules=a.b+c.d``) imports it before ``method`` is checked. Target
+tasks of the embedded corpus: python (the target domain is also in the pool at
+``data.pool_target_share``), jargon (absent from the pool, related domains present),
+russian (unlike anything in the pool).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from adaptive_data import config_args
-from adaptive_data.methods import METHODS
+from adaptive_data import config_args, methods
 from adaptive_data.models import transformer
 
 # Model sizes: "small" runs on a laptop CPU; "paper" is the paper's 12-layer byte LM.
@@ -33,26 +34,39 @@ MODEL_SIZES = transformer.SIZES
 
 # The arguments after ``:`` of --config=configs/default.py:ARG, with their defaults
 # (``sweep`` is read by sweep() only, for experiments/sweep.py).
+# ``extra_modules`` is "+"-separated (the arguments themselves are comma-separated).
 ARG_DEFAULTS = dict(
-    method="base", target="python", size="small", init_from="", runlocal=False, sweep="methods"
+    method="base",
+    target="python",
+    size="small",
+    init_from="",
+    runlocal=False,
+    sweep="methods",
+    extra_modules="",
 )
 SWEEPS = ("methods", "anograd_grid")
-# Methods that start from, or score with, other runs' workdirs: not in the `methods` sweep
-# (experiments/benchmark.py chains them after the runs they need).
-NEEDS_OTHER_RUNS = ("finetune", "cds", "rho")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the config; ``arg`` is ``method=...,target=...,size=...,init_from=...,runlocal``
-    (and ``sweep=NAME`` for experiments/sweep.py)."""
+    """Returns the config; ``arg`` is ``method=...,target=...,size=...,init_from=...,runlocal,
+    extra_modules=a.b+c.d`` (and ``sweep=NAME`` for experiments/sweep.py)."""
     arg = config_args.parse_arg(arg, **ARG_DEFAULTS)
-    if arg.method not in METHODS:
-        raise ValueError(f"Unknown method={arg.method!r}; choose one of {sorted(METHODS)}.")
+    extra_modules = tuple(m for m in arg.extra_modules.split("+") if m)
+    methods.import_extra_modules(extra_modules)  # they register their methods
+    if arg.method not in methods.METHODS:
+        raise ValueError(
+            f"Unknown method={arg.method!r}; choose one of {sorted(methods.METHODS)} "
+            "(a method of your own: name its module with extra_modules=...)."
+        )
     if arg.size not in MODEL_SIZES:
         raise ValueError(f"Unknown size={arg.size!r}; choose one of {sorted(MODEL_SIZES)}.")
     config = ml_collections.ConfigDict()
     # Training method: a name of adaptive_data.methods.METHODS.
     config.method = arg.method
+    # Modules imported before the config is checked (each registers methods of its own,
+    # adaptive_data.methods.register); saved with the config, so resumes, sweeps and
+    # benchmarks import them again.
+    config.extra_modules = extra_modules
     # Seed of parameter init, data order and dropout.
     config.seed = 0
 
@@ -121,14 +135,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.batch_size = 32 if arg.runlocal else 64
     config.eval.max_examples = 64 if arg.runlocal else 512
 
-    config.mixing = ml_collections.ConfigDict()
-    # gw in gw * L_generic + (1 - gw) * L_target.
-    config.mixing.generic_weight = 0.9
-
-    config.finetune = ml_collections.ConfigDict()
-    # Workdir (or checkpoint directory) of a pretrained run to start from.
-    config.finetune.init_from = arg.init_from
-
     config.select = ml_collections.ConfigDict()
     # k: the big generic batch has k * train.batch_size examples (selection methods).
     config.select.downsampling = 4 if arg.runlocal else 8
@@ -139,16 +145,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.select.temperature = 1.0
     # Uniform selection and no outer update before this step.
     config.select.warmup_steps = 5 if arg.runlocal else 20
-
-    config.align_filter = ml_collections.ConfigDict()
-    # Alignment computation: jvp | vmap | weights.
-    config.align_filter.method = "jvp"
-    # Examples per chunk of per-example work (None: all at once).
-    config.align_filter.chunk_size = ml_collections.config_dict.placeholder(int)
-    # Regex on /-joined parameter paths restricting the alignment ("" = all).
-    config.align_filter.param_filter = ""
-    # Cosine instead of dot product (needs align_filter.method=vmap).
-    config.align_filter.normalize = False
 
     config.weighting = ml_collections.ConfigDict()
     # Byte-CNN weighting model w(x; phi): embedding width, conv widths, kernel, activation.
@@ -164,63 +160,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Outer update every this many steps (after select.warmup_steps).
     config.outer.every = 1
 
-    config.anograd = ml_collections.ConfigDict()
-    # Normaliser of <g_w, g_s>: norm (||g_w||) | hessian (sqrt(g_w^T H_s g_w), falling
-    # back to the norm on a step where that curvature is <= 0).
-    config.anograd.normalization = "norm"
-    # Regex on /-joined LM parameter paths restricting g_w and g_s ("" = all parameters).
-    config.anograd.param_filter = ""
-
-    config.soba = ml_collections.ConfigDict()
-    # Generic batch of the outer update: selected (the b the model trains on, the
-    # authors' choice) | uniform (a uniform b of B).
-    config.soba.outer_batch = "selected"
-    # Weights of the Hessian H_g in H_g v: uniform (mean loss) | weighted (by w).
-    config.soba.hessian_weights = "uniform"
-    # Optimiser of v: adam (b1 0.9, b2 0.98, eps 1e-9) | sgd.
-    config.soba.v_optimizer = "adam"
-    # Learning rate of v (None: the model's learning-rate schedule).
-    config.soba.v_learning_rate = ml_collections.config_dict.placeholder(float)
-    # Hessian-free variant; its curvature term: zero (d_v = g_s) | identity (v + g_s).
-    config.soba.hessian_free = False
-    config.soba.hessian_free_curvature = "zero"
-    # r in d_v = (1 - r) H_g v + r v + g_s.
-    config.soba.hessian_reg = 0.0
-
-    config.dds = ml_collections.ConfigDict()
-    # Virtual SGD step of the look-ahead (0: the eta -> 0 limit); also the DDS objective
-    # of mixture.update_rule=hypergradient.
-    config.dds.eta = 0.1
-    # Generic batch of the look-ahead: uniform (a uniform b of B, weights normalised over
-    # it; the authors' choice) | selected (the b drawn by the weights).
-    config.dds.lookahead_batch = "uniform"
-
-    config.mixture = ml_collections.ConfigDict()
-    # domain_mixture: eg (exponentiated gradient) | hypergradient.
-    config.mixture.update_rule = "eg"
-    # EG step size (or learning rate of the logits for hypergradient).
-    config.mixture.step_size = 1.0
-    # Floor: alpha = (1 - s) alpha + s / K.
-    config.mixture.smoothing = 0.05
-    # Objective of the hypergradient variant: anograd (anograd.normalization) | dds
-    # (dds.eta).
-    config.mixture.objective = "anograd"
-
-    config.dsir = ml_collections.ConfigDict()
-    # Hash buckets of the unigram + bigram features, and the additive smoothing of the
-    # target and generic feature distributions.
-    config.dsir.num_buckets = 4096
-    config.dsir.smoothing = 1.0
-
-    config.cds = ml_collections.ConfigDict()
-    # Workdirs of the two fixed scoring LMs (same model config): a base run, and that
-    # model fine-tuned on target_train (its best checkpoint by target_valid is used).
-    config.cds.generic_from = ""
-    config.cds.target_from = ""
-
-    config.rho = ml_collections.ConfigDict()
-    # Workdir of the reference LM trained on target_train (best checkpoint if kept).
-    config.rho.reference_from = ""
+    # Each registered method's own block (adaptive_data/methods/registry.py): mixing,
+    # finetune, align_filter, anograd, soba, dds, mixture (domain_mixture), dsir, cds, rho.
+    for block, defaults in methods.registry.config_blocks(arg).items():
+        config[block] = defaults
 
     config.diagnose = ml_collections.ConfigDict()
     # Checkpoint step of --mode=diagnose (None: the earliest at or after the selection
@@ -246,8 +189,9 @@ def sweep(add, arg: str | None = None):
     ``arg`` is get_config's, whose ``sweep=NAME`` picks the grid (every run also gets the
     rest of ``arg``, e.g. ``runlocal``, through get_config):
 
-    - ``methods`` (default): every registered method but those of ``NEEDS_OTHER_RUNS`` on
-      every embedded target task (python, jargon, russian);
+    - ``methods`` (default): every registered method that runs on its own
+      (``methods.names(needs_other_runs=False)``; not finetune, cds, rho, which need
+      other runs' workdirs) on every embedded target task (python, jargon, russian);
     - ``anograd_grid``: anograd on python, ``outer.learning_rate`` in (3e-4, 1e-3, 3e-3)
       x ``select.temperature`` in (0.5, 1.0, 2.0).
     """
@@ -255,9 +199,8 @@ def sweep(add, arg: str | None = None):
     arg = config_args.parse_arg(arg, **ARG_DEFAULTS)
     if arg.sweep == "methods":
         for target in ("python", "jargon", "russian"):
-            for method in METHODS:
-                if method not in NEEDS_OTHER_RUNS:
-                    add(method=method, **{"data.task": target})
+            for method in methods.names(needs_other_runs=False):
+                add(method=method, **{"data.task": target})
     elif arg.sweep == "anograd_grid":
         for learning_rate in (3e-4, 1e-3, 3e-3):
             for temperature in (0.5, 1.0, 2.0):

@@ -156,7 +156,8 @@ def test_update_accumulates_exactly_under_jit():
     target = [batch(4, 9), batch(4, 9)]
     method = dsir.dsir(m, smoothing=s)
     update = jax.jit(method.update)
-    phi = dsir.zero_counts(m)
+    # target_train is counted once, up front; the updates add generic counts only.
+    phi = dsir.zero_counts(m)._replace(target_M=dsir.count_ngrams(target, m))
     state = method.init(phi)
     for g, t in zip(generic, target):
         phi, state, metrics = update(phi, state, None, g, t, jax.random.key(0))

@@ -7,11 +7,9 @@ import re
 import pytest
 from tensorflow_datasets.core import constants as tfds_constants
 
-from adaptive_data import config_args, diagnose, methods
-from adaptive_data import train_state as ts
+from adaptive_data import config_args, diagnose, methods, run_setup
 from adaptive_data.data import sources
-from adaptive_data.models import transformer
-from adaptive_data.validation import RULES, ConfigError, validate_config, violations
+from adaptive_data.validation import ConfigError, rules, validate_config, violations
 
 from conftest import REPO_ROOT
 
@@ -152,7 +150,7 @@ def test_methods_that_need_other_runs_name_the_missing_workdir(method, key):
 
 def test_every_key_of_the_default_config_has_a_rule():
     keys = set(_leaf_keys(_config("method=base")))
-    ruled = {rule.key for rule in RULES}
+    ruled = {rule.key for rule in rules()}
     assert keys <= ruled, sorted(keys - ruled)
     assert ruled <= keys, sorted(ruled - keys)  # no rule for a key that is gone
 
@@ -203,19 +201,20 @@ def test_keys_a_config_lacks_are_skipped_and_so_are_rules_reading_bad_keys():
     validate_config(_config(**{"align_filter.normalize": True, "align_filter.method": "vmap"}))
 
 
-def test_methods_build_refuses_a_bad_config():
+def test_run_setup_refuses_a_bad_config():
     config = _config("method=anograd,runlocal", **{"select.temperature": -1.0, "outer.every": 0})
     with pytest.raises(ConfigError) as e:
-        methods.build(
-            config,
-            model=transformer.from_config(config.model),
-            tx=ts.make_optimizer(config.train),
-            domains=("generic", "target"),
-            target_domain="target",
-        )
+        run_setup.build(config, domains=("generic", "target"), target_domain="target")
     assert "config.select.temperature=-1.0: must be a number > 0" in str(e.value)
     assert "config.outer.every=0: must be an int >= 1" in str(e.value)
     assert isinstance(e.value, ValueError)
+
+
+def test_methods_build_names_the_registered_methods_for_an_unknown_one():
+    config = _config("method=anograd,runlocal")
+    config.method = "nope"
+    with pytest.raises(KeyError, match="not registered; registered: .*'anograd'"):
+        methods.build(config, model=None, tx=None, domains=("generic",), target_domain=None)
 
 
 def test_diagnose_refuses_a_bad_config_before_reading_the_workdir(tmp_path):

@@ -1,7 +1,8 @@
 """Pure maths of adaptive_data: alignment filter, selection, outer updates, mixtures.
 
 Submodules: ``alignment``, ``selection``, ``derivatives``, ``outer`` (ANOGRAD, SOBA, DDS,
-L2RW), ``mixture`` (domain mixture weights), ``tree``.
+the classifier, L2RW), ``mixture`` (domain mixture weights), ``dsir`` (hashed n-gram
+importance weights), ``reference_scores`` (RHO-LOSS, CDS), ``tree``.
 """
 
 from adaptive_data.core.alignment import mean_gradient, per_example_alignment

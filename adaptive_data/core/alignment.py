@@ -19,11 +19,14 @@ import jax.numpy as jnp
 import optax
 
 from adaptive_data.core import tree as tree_lib
+from adaptive_data.core.derivatives import mean_gradient
 
 PyTree = Any
 LossFn = Callable[[PyTree, PyTree], jax.Array]  # (params, batch) -> float32[B]
 
 METHODS = ("vmap", "jvp", "weights")
+
+__all__ = ["METHODS", "batch_size", "mean_gradient", "per_example_alignment"]
 
 
 def batch_size(batch: PyTree) -> int:
@@ -32,20 +35,6 @@ def batch_size(batch: PyTree) -> int:
     if len(sizes) != 1 or None in sizes:
         raise ValueError(f"every batch leaf needs the same leading dimension B, got {sizes}")
     return sizes.pop()
-
-
-def mean_gradient(loss_fn: LossFn, params: PyTree, batch: PyTree) -> PyTree:
-    """Gradient of the mean loss, grad_theta (1/B) sum_i l(x_i; theta) (e.g. g_s).
-
-    Args:
-      loss_fn: (params, batch) -> float32[B] per-example losses.
-      params: model parameters theta.
-      batch: pytree of arrays with leading dimension B.
-
-    Returns:
-      A pytree shaped like `params`.
-    """
-    return jax.grad(lambda p: jnp.mean(loss_fn(p, batch)))(params)
 
 
 def per_example_alignment(

@@ -8,6 +8,7 @@ With `l_B(theta)` the vector of per-example losses and `J = d l_B / d theta`
 - `loss_jvp`:      J u   = (<grad l_i, u>)_i, one forward-mode pass (a_i when u = g_s).
 - `weighted_grad`: J^T w = sum_i w_i grad l_i, one reverse pass (g_w).
 - `hvp`:           H v, forward-over-reverse (`jax.jvp` of `jax.grad`).
+- `mean_loss_and_grad`: L and grad L of a batch's mean loss (L_s and g_s).
 - `linearize_losses`: one linearisation of l_B, then any number of J u and J^T w.
 """
 
@@ -91,9 +92,24 @@ def weighted_grad(
     return losses_B, g_w
 
 
+def mean_loss(loss_fn: LossFn, theta: PyTree, batch: Batch) -> jax.Array:
+    """Mean loss L(theta) = (1/B) sum_i l_i(theta) of a batch (e.g. the target loss L_s)."""
+    return jnp.mean(loss_fn(theta, batch))
+
+
 def mean_loss_and_grad(loss_fn: LossFn, theta: PyTree, batch: Batch) -> tuple[jax.Array, PyTree]:
-    """Mean loss (1/B) sum_i l_i(theta) and its gradient (e.g. L_s and g_s)."""
-    return jax.value_and_grad(lambda p: jnp.mean(loss_fn(p, batch)))(theta)
+    """Mean loss L(theta) = (1/B) sum_i l_i(theta) and its gradient, from one reverse pass:
+    the one way the library computes the target loss and gradient (L_s, g_s).
+
+    Returns:
+      `(L float[], grad L)`, the gradient shaped like `theta`.
+    """
+    return jax.value_and_grad(lambda p: mean_loss(loss_fn, p, batch))(theta)
+
+
+def mean_gradient(loss_fn: LossFn, theta: PyTree, batch: Batch) -> PyTree:
+    """grad_theta (1/B) sum_i l_i(theta) (e.g. g_s): `mean_loss_and_grad` without the loss."""
+    return mean_loss_and_grad(loss_fn, theta, batch)[1]
 
 
 def linearize_losses(

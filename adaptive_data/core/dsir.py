@@ -11,18 +11,20 @@ bag-of-n-grams model, whose log likelihood ratio is the log importance weight
 (`log_importance_weights`). A driver keeps the top b of each big batch B by log w, or
 samples b with these logits.
 
-Here both distributions are estimated online, on device: the running bucket counts
-(`DsirCounts`) grow each step by the counts of the streamed target_train batch and of
-the generic big batch, the `dsir` estimator below, in the `OuterMethod` interface. The
-running counts are sums over every example seen so far, so they converge to the
-full-data estimates of the DSIR paper (which counts S_train and the raw pool once,
-beforehand). The generic counts must come from an unbiased sample of the pool (all of
-B, or a uniform sub-sample), never from the selected examples.
+Here p_t is counted exactly, once, before training: `count_ngrams` sums the counts of
+every target_train example (the DSIR paper counts S_train once, beforehand). p_g is
+estimated online, on device: the running generic counts (`DsirCounts.generic_M`) grow
+each step by the counts of the generic big batch (the `dsir` estimator below, in the
+`OuterMethod` interface), so they converge to the full-pool estimate of the paper,
+which counts the raw pool once. The generic counts must come from an unbiased sample
+of the pool (all of B, or a uniform sub-sample), never from the selected examples.
 
 Everything is pure jnp, with no Python loop over examples or tokens: the hashes are
-elementwise uint32 arithmetic and the counts one scatter-add per batch.
+elementwise uint32 arithmetic and the counts one scatter-add per batch (`count_ngrams`
+loops over batches on the host, once).
 """
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import jax
@@ -165,7 +167,7 @@ class DsirCounts(NamedTuple):
     """The running bucket counts of DSIR: the `phi` of the `dsir` estimator.
 
     Attributes:
-      target_M: float32[M] counts of the target n-grams seen so far.
+      target_M: float32[M] counts of the target n-grams (all of target_train).
       generic_M: float32[M] counts of the generic n-grams seen so far.
 
     float32 counts are exact up to 2^24 per bucket; beyond, each addition rounds with
@@ -184,6 +186,19 @@ class DsirState(NamedTuple):
     """
 
     count: jax.Array
+
+
+def count_ngrams(
+    batches: Iterable, num_buckets: int, *, pad_id: int = tokenizer.PAD_ID
+) -> jax.Array:
+    """float32[M] hashed n-gram counts summed over every example of ``batches`` (dicts
+    with int[B, L] ``inputs``; all-pad rows count nothing): the exact target counts,
+    one pass over the split."""
+    count_fn = jax.jit(total_ngram_counts, static_argnums=1, static_argnames="pad_id")
+    counts_M = jnp.zeros((num_buckets,), jnp.float32)
+    for batch in batches:
+        counts_M = counts_M + count_fn(jnp.asarray(batch["inputs"]), num_buckets, pad_id=pad_id)
+    return counts_M
 
 
 def zero_counts(num_buckets: int) -> DsirCounts:
@@ -231,14 +246,14 @@ def dsir(
 ) -> base.OuterMethod:
     """The online DSIR estimator, as an `OuterMethod` whose phi is a `DsirCounts`.
 
-    Start from `phi = zero_counts(num_buckets)`. Each `update(phi, state, theta,
-    generic_batch, target_batch, key)` adds the n-gram counts of
-    `target_batch["inputs"]` to `phi.target_M` and those of `generic_batch["inputs"]`
-    to `phi.generic_M` (`theta` and `key` are unused; there is no gradient and no
-    optimiser). Pass the whole big batch B (or a uniform sub-sample of it) as the
-    generic batch, not the selected examples, so that p_g estimates the pool. Score a
-    big batch with `dsir_log_weights(phi, inputs_BL, smoothing=smoothing)`, i.e.
-    `log_importance_weights` of its counts.
+    Start from `phi = zero_counts(num_buckets)._replace(target_M=count_ngrams(
+    target_train_batches, num_buckets))`: the target counts are fixed. Each
+    `update(phi, state, theta, generic_batch, target_batch, key)` adds the n-gram counts
+    of `generic_batch["inputs"]` to `phi.generic_M` (`theta`, `target_batch` and `key`
+    are unused; there is no gradient and no optimiser). Pass the whole big batch B (or
+    a uniform sub-sample of it) as the generic batch, not the selected examples, so that
+    p_g estimates the pool. Score a big batch with `dsir_log_weights(phi, inputs_BL,
+    smoothing=smoothing)`, i.e. `log_importance_weights` of its counts.
 
     Args:
       num_buckets: M, the number of hash buckets (the size of phi's arrays).
@@ -248,7 +263,7 @@ def dsir(
 
     Returns:
       An `OuterMethod` with state `DsirState(count)`. Metrics: `dsir/target_ngrams`,
-      `dsir/generic_ngrams` (the totals of the updated counts) and `dsir/feature_kl`
+      `dsir/generic_ngrams` (the totals of the counts) and `dsir/feature_kl`
       (KL(p_t || p_g) of the updated smoothed estimates: how distinct the target is).
     """
     if smoothing <= 0:
@@ -266,10 +281,8 @@ def dsir(
         return DsirState(jnp.zeros([], jnp.int32))
 
     def update(phi, outer_state, theta, generic_batch, target_batch, key=None):
-        del theta, key
-        target_M = phi.target_M + total_ngram_counts(
-            target_batch["inputs"], num_buckets, pad_id=pad_id
-        )
+        del theta, target_batch, key
+        target_M = phi.target_M
         generic_M = phi.generic_M + total_ngram_counts(
             generic_batch["inputs"], num_buckets, pad_id=pad_id
         )

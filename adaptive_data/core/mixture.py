@@ -23,7 +23,7 @@ backward passes.
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,22 @@ PyTree = Any
 
 UPDATES = ("eg", "hypergradient")
 OBJECTIVES = ("anograd", "dds")
+
+
+class MixtureState(NamedTuple):
+    """State of the domain mixture method (`mixture`, `mixture_hypergradient`).
+
+    Attributes:
+      alpha_K: float[K] current mixture on the simplex (smoothing floor applied);
+        the driver draws generic batches from it.
+      inner_state: state of the hypergradient method (`PhiState`), or `()` for
+        exponentiated gradient.
+      count: int32[] number of updates done.
+    """
+
+    alpha_K: jax.Array
+    inner_state: Any
+    count: jax.Array
 
 
 def domain_counts(domain_B: jax.Array, num_domains: int, dtype: Any = jnp.float32) -> jax.Array:
@@ -195,8 +211,8 @@ def mixture_hypergradient(
     """
     method = make_method(mixture_weight_fn(num_domains, smoothing=smoothing, domain_key=domain_key))
 
-    def init(phi: jax.Array, theta: PyTree | None = None) -> base.MixtureState:
-        return base.MixtureState(
+    def init(phi: jax.Array, theta: PyTree | None = None) -> MixtureState:
+        return MixtureState(
             mixture_alpha(phi, smoothing=smoothing),
             method.init(phi, theta),
             jnp.zeros([], jnp.int32),
@@ -208,7 +224,7 @@ def mixture_hypergradient(
         )
         alpha_K = mixture_alpha(phi, smoothing=smoothing)
         metrics = {**metrics, **_alpha_metrics(alpha_K)}
-        return phi, base.MixtureState(alpha_K, inner_state, outer_state.count + 1), metrics
+        return phi, MixtureState(alpha_K, inner_state, outer_state.count + 1), metrics
 
     return base.OuterMethod(init, update)
 
@@ -221,15 +237,13 @@ def _exponentiated_gradient_method(
     smoothing: float,
     domain_key: str,
 ) -> base.OuterMethod:
-    def init(phi: jax.Array, theta: PyTree | None = None) -> base.MixtureState:
+    def init(phi: jax.Array, theta: PyTree | None = None) -> MixtureState:
         del theta
-        return base.MixtureState(
-            mixture_alpha(phi, smoothing=smoothing), (), jnp.zeros([], jnp.int32)
-        )
+        return MixtureState(mixture_alpha(phi, smoothing=smoothing), (), jnp.zeros([], jnp.int32))
 
     def update(phi, outer_state, theta, generic_batch, target_batch, key=None):
         del phi, key
-        target_loss, g_s = jax.value_and_grad(lambda p: jnp.mean(loss_fn(p, target_batch)))(theta)
+        target_loss, g_s = derivatives.mean_loss_and_grad(loss_fn, theta, target_batch)
         alignment_K, count_K = domain_alignment(
             loss_fn, theta, generic_batch, generic_batch[domain_key], num_domains, g_s
         )
@@ -250,7 +264,7 @@ def _exponentiated_gradient_method(
         }
         for k in range(num_domains):
             metrics[f"mixture/alignment/{k}"] = alignment_K[k]
-        state = base.MixtureState(new_alpha_K, (), outer_state.count + 1)
+        state = MixtureState(new_alpha_K, (), outer_state.count + 1)
         return new_phi, state, metrics
 
     return base.OuterMethod(init, update)

@@ -1,9 +1,12 @@
-"""Training methods: one ``Method`` record per method, one registry, one train step.
+"""Training methods: one registry entry per method, one ``Method`` record, one train step.
 
-``METHODS`` (name -> constructor) is the registry; ``build(config, ...)`` returns the
-``Method`` of ``config.method``; ``train_step(state, batches, *, method, active,
-outer_update)`` runs any method, and ``jit_train_step(method, state_sharding)`` jits it
-once. See docs/algorithms.md for the maths of each method.
+``METHODS`` (name -> ``MethodSpec``) is the registry and ``names(...)`` its filtered
+lists (e.g. ``names(needs_other_runs=False)``, ``names(selecting=True)``);
+``register(spec)`` adds a method of your own (docs/guide.md, "Add your own method");
+``build(config, ...)`` returns the ``Method`` of ``config.method``; ``train_step(state,
+batches, *, method, active, outer_update)`` runs any method, and
+``jit_train_step(method, state_sharding)`` jits it once. See docs/algorithms.md for the
+maths of each method.
 """
 
 from adaptive_data.methods.registry import (
@@ -12,7 +15,11 @@ from adaptive_data.methods.registry import (
     MethodContext,
     MethodSpec,
     build,
+    import_extra_modules,
+    names,
+    register,
     selecting_method,
+    unregister,
     weighting_method,
 )
 from adaptive_data.methods.step import jit_train_step, train_step
@@ -28,8 +35,12 @@ __all__ = [
     "OuterState",
     "ReferenceModels",
     "build",
+    "import_extra_modules",
     "jit_train_step",
+    "names",
+    "register",
     "selecting_method",
     "train_step",
+    "unregister",
     "weighting_method",
 ]

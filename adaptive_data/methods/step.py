@@ -82,6 +82,8 @@ def _select(method: Method, state: ts.TrainState, big, target, key, active: bool
     )
     if method.strategy in SAMPLING_STRATEGIES:
         metrics.update(sampling_metrics(scores_B / method.temperature))
+    if method.selected_metrics is not None:
+        metrics.update(method.selected_metrics(big, indices_b, state.method_state))
     return indices_b, weights_b, metrics
 
 

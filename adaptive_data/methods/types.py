@@ -50,7 +50,8 @@ class OuterState(NamedTuple):
 
     Attributes:
       phi: the outer variable (weighting-model parameters, or mixture logits float[K]).
-      outer: the outer method's own state (``PhiState``, ``SobaState``, ``MixtureState``).
+      outer: the outer method's own state (e.g. ``core.outer.PhiState``,
+        ``core.outer.SobaState``, ``core.mixture.MixtureState``).
     """
 
     phi: PyTree
@@ -85,9 +86,15 @@ class Method:
       outer_batch: generic batch of the outer update, one of ``OUTER_BATCHES``.
       init_state: ``(key, params) -> method_state`` (``OuterState`` when ``outer``);
         pure, so ``jax.eval_shape`` gives the state's layout.
-      load_state: ``(method_state) -> method_state`` run on the host once, on a fresh
-        start (not on resume: the checkpoint has it), to fill the state from files,
-        e.g. reference models from other runs' workdirs; None: nothing to load.
+      load_state: ``(method_state, target_train) -> method_state`` run on the host
+        once, on a fresh start (not on resume: the checkpoint has it), to fill the state
+        from files or data: reference models from other runs' workdirs (rho, cds), the
+        n-gram counts of target_train (dsir). ``target_train()`` returns an iterable of
+        host batches (dicts with int[n, L] ``inputs``) covering every target_train
+        example once (padding rows are all-pad). None: nothing to load.
+      selected_metrics: ``(big, indices_b, method_state) -> metrics`` of the method's
+        own about the selected b (e.g. domain_mixture's realised domain shares),
+        logged on active steps; None: none.
       selection_warmup_steps: before this step, b uniform examples and no outer update.
       outer_every: the outer update runs on every ``outer_every``-th step after warm-up.
       init_from: workdir whose parameters a fresh run starts from ('' = random init).
@@ -109,7 +116,8 @@ class Method:
     outer: OuterMethod | None = None
     outer_batch: str = "uniform"
     init_state: Callable[[Any, PyTree], Any] = no_state
-    load_state: Callable[[Any], Any] | None = None
+    load_state: Callable[[Any, Callable[[], Any]], Any] | None = None
+    selected_metrics: Callable[..., dict[str, Any]] | None = None
     selection_warmup_steps: int = 0
     outer_every: int = 1
     init_from: str = ""

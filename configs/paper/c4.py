@@ -24,8 +24,7 @@ import pathlib
 
 import ml_collections
 
-from adaptive_data import config_args
-from adaptive_data.methods import METHODS
+from adaptive_data import config_args, methods
 
 # Big batch factor k by what scores the big batch (``MethodSpec.scorer``; big batch =
 # k * 128 examples): scoring with the LM itself costs a forward (and jvp) pass per example,
@@ -38,22 +37,28 @@ DOWNSAMPLING_BY_SCORER = {
     "domain": 64,
     "ngram": 64,
 }
-DOWNSAMPLING = {name: DOWNSAMPLING_BY_SCORER[spec.scorer] for name, spec in METHODS.items()}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """``method=...,target=<data spec>,generic=<data spec>,fsdp=N,runlocal``."""
+    """``method=...,target=<data spec>,generic=<data spec>,fsdp=N,runlocal,
+    extra_modules=a.b+c.d``."""
     arg = config_args.parse_arg(
-        arg, method="anograd", target="", generic="tfds:c4/en:3.1.0", fsdp=1, runlocal=False
+        arg,
+        method="anograd",
+        target="",
+        generic="tfds:c4/en:3.1.0",
+        fsdp=1,
+        runlocal=False,
+        extra_modules="",
     )
-    if arg.method not in DOWNSAMPLING:
-        raise ValueError(f"Unknown method {arg.method!r}; choose one of {sorted(DOWNSAMPLING)}.")
     config = config_args.load_config(
         pathlib.Path(__file__).resolve().parent.parent / "default.py",
-        f"method={arg.method},size=paper{',runlocal' if arg.runlocal else ''}",
+        f"method={arg.method},size=paper,extra_modules={arg.extra_modules}"
+        + (",runlocal" if arg.runlocal else ""),
     )
+    downsampling = DOWNSAMPLING_BY_SCORER[methods.METHODS[arg.method].scorer]
     if arg.runlocal:
-        config.select.downsampling = min(4, DOWNSAMPLING[arg.method])
+        config.select.downsampling = min(4, downsampling)
         return config
     if not arg.target:
         raise ValueError(
@@ -73,7 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.log_every = 100
     config.eval.batch_size = 128
     config.eval.max_examples = 4_096
-    config.select.downsampling = DOWNSAMPLING[arg.method]
+    config.select.downsampling = downsampling
     config.select.warmup_steps = 1_000
     config.outer.learning_rate = 2e-3
     config.mixing.generic_weight = 0.95

@@ -123,10 +123,7 @@ def anograd_gradient(
     _check_options(normalization, param_filter)
     project = _projector(theta, param_filter)
 
-    def target_loss_fn(p: PyTree) -> jax.Array:
-        return jnp.mean(loss_fn(p, target_batch))
-
-    target_loss, g_s = jax.value_and_grad(target_loss_fn)(theta)
+    target_loss, g_s = derivatives.mean_loss_and_grad(loss_fn, theta, target_batch)
     g_s = project(g_s)
     w_B, pullback = derivatives.weights_and_pullback(weight_fn, phi, generic_batch)
     losses_B, jvp_fn, vjp_fn = derivatives.linearize_losses(loss_fn, theta, generic_batch)
@@ -152,7 +149,9 @@ def anograd_gradient(
     if normalization == "hessian":
         # J = -<g_w, g_s> / sqrt(Q + eps), Q = g_w^T H_s g_w:
         # dJ/dw_i = -a_i / denom + <g_w, g_s> <grad l_i, P H_s g_w> / denom^3.
-        h_g_w = project(derivatives.hvp(target_loss_fn, theta, g_w))
+        h_g_w = project(
+            derivatives.hvp(lambda p: derivatives.mean_loss(loss_fn, p, target_batch), theta, g_w)
+        )
         curvature = optax.tree.vdot(g_w, h_g_w)
         fallback = curvature <= 0
         # Only read where curvature > 0; the guard keeps the unused branch finite.

@@ -1,4 +1,6 @@
-"""The optax-like interface shared by the outer (phi) updates, and their states.
+"""The optax-like interface shared by the outer (phi) updates, and ``PhiState``, the
+state of the methods whose only variable is phi (``phi_gradient_method`` below; each
+other method keeps its state next to its ``init``/``update``, as optax does).
 
 An outer method is a pair of pure functions, like an `optax.GradientTransformation`:
 
@@ -76,38 +78,6 @@ class PhiState(NamedTuple):
     """
 
     phi_opt_state: optax.OptState
-    count: jax.Array
-
-
-class SobaState(NamedTuple):
-    """State of SOBA.
-
-    Attributes:
-      v: pytree shaped like theta, the running estimate of -H^{-1} grad L_s.
-      v_opt_state: state of `v_tx`.
-      phi_opt_state: state of `phi_tx`.
-      count: int32[] number of updates done.
-    """
-
-    v: PyTree
-    v_opt_state: optax.OptState
-    phi_opt_state: optax.OptState
-    count: jax.Array
-
-
-class MixtureState(NamedTuple):
-    """State of the domain mixture method (core/mixture.py).
-
-    Attributes:
-      alpha_K: float[K] current mixture on the simplex (smoothing floor applied);
-        the driver draws generic batches from it.
-      inner_state: state of the hypergradient method (`PhiState`), or `()` for
-        exponentiated gradient.
-      count: int32[] number of updates done.
-    """
-
-    alpha_K: jax.Array
-    inner_state: Any
     count: jax.Array
 
 

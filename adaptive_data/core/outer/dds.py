@@ -80,7 +80,7 @@ def dds_gradient(
         else:
             step = optax.tree.scale(eta, g)
         theta_next = optax.tree.sub(theta, step)
-        return jnp.mean(loss_fn(theta_next, target_batch)), (wbar_B, g)
+        return derivatives.mean_loss(loss_fn, theta_next, target_batch), (wbar_B, g)
 
     (lookahead_loss, (wbar_B, g)), grad_phi = jax.value_and_grad(objective, has_aux=True)(phi)
     g_norm = optax.tree.norm(g)

@@ -50,7 +50,7 @@ def l2rw_weights(
     """
     if eta <= 0:
         raise ValueError(f"eta must be > 0, got {eta}")
-    g_s = jax.grad(lambda p: jnp.mean(loss_fn(p, target_batch)))(theta)
+    g_s = derivatives.mean_gradient(loss_fn, theta, target_batch)
     _, a_B = derivatives.loss_jvp(loss_fn, theta, generic_batch, g_s)
     u_B = jnp.maximum(eta * a_B, 0.0)
     total = jnp.sum(u_B)

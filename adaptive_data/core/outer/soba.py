@@ -13,7 +13,7 @@ wbar_i = w_i(phi) / sum_j w_j(phi) normalised over that batch and r = hessian_re
           = sum_i (d wbar_i / d phi) <grad l_i(theta), v>
     v   <- v_tx step on d_v       (the authors use an Adam-type optimiser;
                                    optax.sgd(rho) gives v - rho d_v)
-    phi <- phi_tx step on d_phi
+    phi <- phi_tx step on d_phi, taken at the updated v
 
 Which loss H_g is the Hessian of (`hessian_weights`):
 - "uniform" (the authors' choice, default): the mean generic loss on the batch,
@@ -26,14 +26,15 @@ Which loss H_g is the Hessian of (`hessian_weights`):
 - "identity" (previous behaviour): H_g is replaced by the identity, d_v = v + g_s
   (so v tracks -g_s).
 
-Order: both directions are evaluated at the state at the start of the step
-(theta_t, phi_t, v_t), then v and phi are updated simultaneously; the driver then
-takes the inner step on theta. H_g v and the per-example products <grad l_i, v>
-come from one forward-over-reverse pass (`jax.jvp` of `jax.grad`, no dense
-Hessian), and d_phi from one VJP through the weights.
+Order (the authors'): v moves first, then phi uses the new v. With (theta_t, phi_t, v_t)
+at the start of the step: d_v at (theta_t, phi_t, v_t), v_{t+1} = v_tx step on d_v;
+then d_phi at (theta_t, phi_t, v_{t+1}) and the phi_tx step; the driver then takes
+the inner step on theta. H_g v comes from one forward-over-reverse pass (`jax.jvp` of
+`jax.grad`, no dense Hessian), the per-example products <grad l_i, v_{t+1}> from one
+jvp of the loss vector, and d_phi from one VJP through the weights.
 """
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +48,22 @@ PyTree = Any
 
 HESSIAN_WEIGHTS = ("uniform", "weighted")
 HESSIAN_FREE_CURVATURES = ("zero", "identity")
+
+
+class SobaState(NamedTuple):
+    """State of SOBA.
+
+    Attributes:
+      v: pytree shaped like theta, the running estimate of -H^{-1} grad L_s.
+      v_opt_state: state of `v_tx`.
+      phi_opt_state: state of `phi_tx`.
+      count: int32[] number of updates done.
+    """
+
+    v: PyTree
+    v_opt_state: optax.OptState
+    phi_opt_state: optax.OptState
+    count: jax.Array
 
 
 def _check_options(hessian_weights: str, hessian_free_curvature: str, hessian_reg: float):
@@ -63,7 +80,7 @@ def _check_options(hessian_weights: str, hessian_free_curvature: str, hessian_re
         raise ValueError(f"hessian_reg must lie in [0, 1], got {hessian_reg}")
 
 
-def soba_directions(
+def soba_v_direction(
     loss_fn: derivatives.LossFn,
     weight_fn: derivatives.WeightFn,
     phi: PyTree,
@@ -76,82 +93,99 @@ def soba_directions(
     hessian_reg: float = 0.0,
     hessian_weights: str = "uniform",
     hessian_free_curvature: str = "zero",
-) -> tuple[PyTree, PyTree, base.Metrics]:
-    """The SOBA directions (d_v, d_phi) at (theta, phi, v); see the module docstring.
-
-    Args:
-      loss_fn: (theta, batch) -> float[b] per-example losses.
-      weight_fn: (phi, batch) -> float[b] positive weights (normalised here).
-      phi: weighting model parameters.
-      v: pytree shaped like theta.
-      theta: model parameters.
-      generic_batch: b generic examples, used by every generic term (H_g v and the
-        cross derivative); the caller picks them (the authors: the selected b).
-      target_batch: a batch of S_train.
-      hessian_free: drop the curvature term H_g v (see `hessian_free_curvature`).
-      hessian_reg: r in [0, 1]; the curvature term is (1 - r) H_g v + r v
-        (ignored when hessian_free).
-      hessian_weights: "uniform" (H_g of the mean loss on the batch, the authors')
-        or "weighted" (H_g of sum_i wbar_i l_i, the previous behaviour).
-      hessian_free_curvature: with hessian_free, "zero" (d_v = g_s, the authors')
-        or "identity" (d_v = v + g_s, the previous behaviour).
+) -> tuple[PyTree, base.Metrics]:
+    """d_v = (1 - r) H_g v + r v + g_s at (theta, phi, v); see the module docstring.
 
     Returns:
-      `(d_v, d_phi, metrics)`: d_v shaped like theta, d_phi shaped like phi
-      (at a fixed point of v it is the implicit hypergradient dL_s/dphi), and
-      metrics `outer/objective` (= `outer/target_loss`, L_s(theta)),
-      `outer/inner_loss` (F), `outer/grad_norm` (||d_phi||), `outer/weight_entropy`,
-      `outer/weight_max`, `soba/v_norm`, `soba/v_direction_norm` (||d_v||, the
-      residual of H_g v = -grad L_s), `soba/v_dot_target_grad` (<v, grad L_s>).
-
-    Raises:
-      ValueError: an unknown `hessian_weights` or `hessian_free_curvature`, or
-        `hessian_reg` outside [0, 1].
+      `(d_v, metrics)`: d_v shaped like theta; `outer/objective` (= `outer/target_loss`,
+      L_s(theta)), `soba/v_norm`, `soba/v_direction_norm` (||d_v||, the residual of
+      H_g v = -grad L_s) and `soba/v_dot_target_grad` (<v, grad L_s>).
     """
     _check_options(hessian_weights, hessian_free_curvature, hessian_reg)
-    target_loss, g_s = jax.value_and_grad(lambda p: jnp.mean(loss_fn(p, target_batch)))(theta)
-    wbar_B, pullback = derivatives.weights_and_pullback(
-        weight_fn, phi, generic_batch, normalize=True
-    )
-
+    target_loss, g_s = derivatives.mean_loss_and_grad(loss_fn, theta, target_batch)
     if hessian_free:
-        losses_B, b_B = derivatives.loss_jvp(loss_fn, theta, generic_batch, v)
-        if hessian_free_curvature == "zero":
-            d_v = g_s
-        else:
-            d_v = optax.tree.add(v, g_s)
+        d_v = g_s if hessian_free_curvature == "zero" else optax.tree.add(v, g_s)
     else:
+        if hessian_weights == "uniform":
+            hessian_loss = lambda p: derivatives.mean_loss(loss_fn, p, generic_batch)  # noqa: E731
+        else:
+            wbar_B = jax.lax.stop_gradient(
+                derivatives.normalize_weights(weight_fn(phi, generic_batch))
+            )
 
-        def hessian_objective(p: PyTree) -> tuple[jax.Array, jax.Array]:
-            l_B = loss_fn(p, generic_batch)
-            if hessian_weights == "uniform":
-                return jnp.mean(l_B), l_B
-            return jnp.vdot(wbar_B.astype(l_B.dtype), l_B), l_B
+            def hessian_loss(p: PyTree) -> jax.Array:
+                l_B = loss_fn(p, generic_batch)
+                return jnp.vdot(wbar_B.astype(l_B.dtype), l_B)
 
-        # One forward-over-reverse pass: tangents of (grad of the Hessian's loss, l_B)
-        # along v are (H_g v, (<grad l_i, v>)_i).
-        (_, losses_B), (h_v, b_B) = derivatives.grad_and_hvp(
-            hessian_objective, theta, v, has_aux=True
-        )
+        h_v = derivatives.hvp(hessian_loss, theta, v)
         curvature_v = (
             h_v
             if hessian_reg == 0.0
             else optax.tree.add_scale(optax.tree.scale(1.0 - hessian_reg, h_v), hessian_reg, v)
         )
         d_v = optax.tree.add(curvature_v, g_s)
-
-    d_phi = pullback(b_B)
     metrics = {
         "outer/objective": target_loss,
         "outer/target_loss": target_loss,
-        "outer/inner_loss": jnp.vdot(wbar_B.astype(losses_B.dtype), losses_B),
-        "outer/grad_norm": optax.tree.norm(d_phi),
         "soba/v_norm": optax.tree.norm(v),
         "soba/v_direction_norm": optax.tree.norm(d_v),
         "soba/v_dot_target_grad": optax.tree.vdot(v, g_s),
+    }
+    return d_v, metrics
+
+
+def soba_phi_direction(
+    loss_fn: derivatives.LossFn,
+    weight_fn: derivatives.WeightFn,
+    phi: PyTree,
+    v: PyTree,
+    theta: PyTree,
+    generic_batch: PyTree,
+) -> tuple[PyTree, base.Metrics]:
+    """d_phi = sum_i (d wbar_i / d phi) <grad l_i(theta), v>, the cross derivative
+    d/dphi <grad_theta F(theta, phi), v> (module docstring).
+
+    One jvp of the loss vector along v gives (<grad l_i, v>)_i, one VJP through the
+    normalised weights carries it into phi.
+
+    Returns:
+      `(d_phi, metrics)`: d_phi shaped like phi; `outer/inner_loss` (F),
+      `outer/grad_norm` (||d_phi||), `outer/weight_entropy`, `outer/weight_max`.
+    """
+    wbar_B, pullback = derivatives.weights_and_pullback(
+        weight_fn, phi, generic_batch, normalize=True
+    )
+    losses_B, b_B = derivatives.loss_jvp(loss_fn, theta, generic_batch, v)
+    d_phi = pullback(b_B)
+    metrics = {
+        "outer/inner_loss": jnp.vdot(wbar_B.astype(losses_B.dtype), losses_B),
+        "outer/grad_norm": optax.tree.norm(d_phi),
         **base.weight_metrics(wbar_B),
     }
-    return d_v, d_phi, metrics
+    return d_phi, metrics
+
+
+def soba_directions(
+    loss_fn: derivatives.LossFn,
+    weight_fn: derivatives.WeightFn,
+    phi: PyTree,
+    v: PyTree,
+    theta: PyTree,
+    generic_batch: PyTree,
+    target_batch: PyTree,
+    **options,
+) -> tuple[PyTree, PyTree, base.Metrics]:
+    """Both SOBA directions at the same v: `(d_v, d_phi, metrics)` of
+    `soba_v_direction` and `soba_phi_direction` (`options`: those of the former).
+
+    At a fixed point of v, d_phi is the implicit hypergradient dL_s/dphi. The `soba`
+    update does not use this pair: it moves v first and takes d_phi at v_{t+1}.
+    """
+    d_v, v_metrics = soba_v_direction(
+        loss_fn, weight_fn, phi, v, theta, generic_batch, target_batch, **options
+    )
+    d_phi, phi_metrics = soba_phi_direction(loss_fn, weight_fn, phi, v, theta, generic_batch)
+    return d_v, d_phi, {**v_metrics, **phi_metrics}
 
 
 def soba(
@@ -187,20 +221,19 @@ def soba(
     """
     _check_options(hessian_weights, hessian_free_curvature, hessian_reg)
 
-    def init(phi: PyTree, theta: PyTree | None = None) -> base.SobaState:
+    def init(phi: PyTree, theta: PyTree | None = None) -> SobaState:
         if theta is None:
             raise ValueError("soba's init needs theta: init(phi, theta); v is shaped like theta")
         v = optax.tree.zeros_like(theta)
-        return base.SobaState(v, v_tx.init(v), phi_tx.init(phi), jnp.zeros([], jnp.int32))
+        return SobaState(v, v_tx.init(v), phi_tx.init(phi), jnp.zeros([], jnp.int32))
 
     def update(phi, outer_state, theta, generic_batch, target_batch, key=None):
         del key
-        v = outer_state.v
-        d_v, d_phi, metrics = soba_directions(
+        d_v, v_metrics = soba_v_direction(
             loss_fn,
             weight_fn,
             phi,
-            v,
+            outer_state.v,
             theta,
             generic_batch,
             target_batch,
@@ -209,10 +242,11 @@ def soba(
             hessian_weights=hessian_weights,
             hessian_free_curvature=hessian_free_curvature,
         )
-        v_updates, v_opt_state = v_tx.update(d_v, outer_state.v_opt_state, v)
-        v = optax.apply_updates(v, v_updates)
+        v_updates, v_opt_state = v_tx.update(d_v, outer_state.v_opt_state, outer_state.v)
+        v = optax.apply_updates(outer_state.v, v_updates)  # v_{t+1}
+        d_phi, phi_metrics = soba_phi_direction(loss_fn, weight_fn, phi, v, theta, generic_batch)
         phi, phi_opt_state = base.apply_phi_update(phi_tx, d_phi, outer_state.phi_opt_state, phi)
-        state = base.SobaState(v, v_opt_state, phi_opt_state, outer_state.count + 1)
-        return phi, state, metrics
+        state = SobaState(v, v_opt_state, phi_opt_state, outer_state.count + 1)
+        return phi, state, {**v_metrics, **phi_metrics}
 
     return base.OuterMethod(init, update)
