@@ -34,17 +34,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchlib  # noqa: E402  (puts the repo root on sys.path)
 
-# Most informative first, so that a time budget drops the least important ones.
-DEFAULT_METHODS = (
-    "base",
-    "anograd",
-    "dds",
-    "soba",
-    "align_filter",
-    "mixing",
-    "l2rw",
-    "domain_mixture",
-)
+from adaptive_data import methods  # noqa: E402
+
+# Every method that runs on its own, in registration order (base first: the other rows are
+# reported as multiples of it).
+DEFAULT_METHODS = methods.names(needs_other_runs=False)
 COLUMNS = [
     ("method", "method", "s"),
     ("batch", "batch", "s"),
@@ -177,7 +171,7 @@ def bench_method(name, args, *, b, dtype, flops_per_token):
         "device_peak_mb": benchlib.device_peak_mb(),
         "note": f"RECOMPILES at step 2: {timing.recompile}" if timing.recompile else "",
     }
-    if name == "align_filter" and args.chunk_size:
+    if args.chunk_size and "chunk_size" in config.get(methods.METHODS[name].block, {}):
         row["note"] = (row["note"] + "; " if row["note"] else "") + (
             f"chunk {args.chunk_size}: XLA FLOPs count one chunk"
         )

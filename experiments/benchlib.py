@@ -43,17 +43,16 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from adaptive_data import config_args, methods  # noqa: E402
-from adaptive_data import train_state as ts  # noqa: E402
+from adaptive_data import config_args, methods, run_setup  # noqa: E402
 from adaptive_data.data import tokenizer  # noqa: E402
-from adaptive_data.models import transformer  # noqa: E402
 
 # CPU donation is not always possible; the warning says nothing about speed.
 warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
 
-# Every registered method that trains from scratch (finetune needs a pretrained run).
-ALL_METHODS = tuple(name for name in methods.METHODS if name != "finetune")
-SELECTION_METHODS = tuple(name for name in ALL_METHODS if methods.METHODS[name].scorer != "none")
+# Every registered method that trains on its own (finetune, cds and rho need other runs'
+# workdirs), and those of them that select.
+ALL_METHODS = methods.names(needs_other_runs=False)
+SELECTION_METHODS = methods.names(needs_other_runs=False, selecting=True)
 # Synthetic corpus: two generic domains and the target (also present in the pool).
 DOMAINS = ("generic_a", "generic_b", "target")
 TARGET_DOMAIN = "target"
@@ -409,16 +408,8 @@ class TrainStep:
 def build_train_step(config, *, seed: int = 0) -> TrainStep:
     """The driver's step of ``config.method`` (``methods.jit_train_step``, state donated),
     compiled for the flags of step 1; single device, no mesh."""
-    model = transformer.from_config(config.model)
-    tx = ts.make_optimizer(config.train)
-    method = methods.build(config, model=model, tx=tx, domains=DOMAINS, target_domain=TARGET_DOMAIN)
-    init_key, method_key = jax.random.split(jax.random.key(config.seed))
-
-    def init_fn():
-        params = transformer.init_params(model, init_key, config.model.max_length)
-        return ts.init_state(params, tx, config.seed, method.init_state(method_key, params))
-
-    state = jax.jit(init_fn)()
+    setup = run_setup.build(config, domains=DOMAINS, target_domain=TARGET_DOMAIN)
+    method, state = setup.method, setup.initial_state()
     # Step 1 is after the selection warm-up (make_config sets it to 0): scoring and
     # selection on; the outer update on when outer.every divides 1.
     batches = method_batches(method, config.model.max_length, seed=seed + 1)

@@ -2,7 +2,8 @@
 of the file's ``sweep(add, arg)`` (the big_vision pattern), locally or as command lines
 for a cluster launcher, and a results table.
 
-    # every registered method but finetune on every embedded target task (sequentially)
+    # every registered method that runs on its own (methods.names(needs_other_runs=False))
+    # on every embedded target task (sequentially)
     python experiments/sweep.py --config=configs/default.py --workdir=/tmp/ad_sweep
 
     # ANOGRAD's outer learning rate x temperature, tiny model, 3 runs at a time, 100 steps
@@ -18,11 +19,16 @@ for a cluster launcher, and a results table.
     python experiments/sweep.py --config=configs/default.py --workdir=/tmp/ad_sweep \\
         --collect_only
 
+    # a part of the grid: five methods on the python task (the README's comparison table)
+    python experiments/sweep.py --config=configs/default.py --workdir=/tmp/cmp_new \\
+        --only method=base,anograd,dds,soba,l2rw --only data.task=python
+
 ``--config`` is the string the driver gets (``PATH[:ARG]``); ``sweep(add, arg)`` receives
 the same ``ARG`` and calls ``add(**overrides)`` once per run with dotted config keys, e.g.
 ``add(method="anograd", **{"outer.learning_rate": 1e-3})``. Every run gets the driver's
 ``--config=PATH[:ARG]``, its overrides as ``--config.KEY=VALUE`` flags, then the
-``--set KEY=VALUE`` overrides shared by all runs (and ``--tfds_data_dir``). Each run's
+``--set KEY=VALUE`` overrides shared by all runs (and ``--tfds_data_dir``);
+``--only KEY=V1,V2`` keeps the runs that set KEY to one of the values. Each run's
 workdir is ``ROOT/<its overrides>`` (``method=anograd, data.task=python`` ->
 ``method-anograd__data.task-python``). Before anything starts, every run's config is built
 (an unknown key or a badly typed value fails here, naming the key) and its command line is
@@ -35,8 +41,10 @@ does not stop the others; the exit code is 1 if any failed. At the end (or with
 ``--collect_only``) ``ROOT/sweep_results.csv`` and ``ROOT/sweep_results.md`` get one row
 per run: the keys whose values vary across runs, the workdir (under ROOT), its status,
 then the final ``step``, ``eval/target_bpb``, ``eval/generic_bpb`` and
-``eval/target_valid_bpb``, and the best ``eval/target_valid_bpb`` over the run (metrics
-empty unless the run is finished).
+``eval/target_valid_bpb``, the best ``eval/target_valid_bpb`` over the run, and the mean
+``select/target_share`` and ``select/pool_target_share`` over the logged steps after the
+selection warm-up (the selected examples' target share next to the big batches'; empty
+for methods that select nothing). Metrics are empty unless the run is finished.
 """
 
 from __future__ import annotations
@@ -46,7 +54,6 @@ import concurrent.futures
 import csv
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import pathlib
@@ -69,7 +76,7 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 from ml_collections.config_flags import tuple_parser  # noqa: E402
 
-from adaptive_data import config_args  # noqa: E402
+from adaptive_data import config_args, metrics  # noqa: E402
 
 DRIVER = "adaptive_data.main"
 RESULTS_STEM = "sweep_results"
@@ -78,7 +85,11 @@ LOG_NAME = "sweep.log"
 FINAL_METRICS = ("step", "eval/target_bpb", "eval/generic_bpb", "eval/target_valid_bpb")
 BEST_METRIC = "eval/target_valid_bpb"
 BEST_COLUMN = f"best {BEST_METRIC}"
-METRIC_COLUMNS = (*FINAL_METRICS, BEST_COLUMN)
+# Means over the logged steps after select.warmup_steps: the selected examples' target
+# share and the big batches'.
+SHARE_METRICS = ("select/target_share", "select/pool_target_share")
+SHARE_COLUMNS = tuple(f"mean {key}" for key in SHARE_METRICS)
+METRIC_COLUMNS = (*FINAL_METRICS, BEST_COLUMN, *SHARE_COLUMNS)
 # How each field type of a config is read from a `--config.KEY=VALUE` flag (as the
 # driver's ml_collections config flag reads it).
 _FLAG_PARSERS = {
@@ -143,6 +154,33 @@ def expand(spec: str) -> list[dict[str, Any]]:
     if not runs:
         raise ValueError(f"sweep() of {spec!r} added no runs.")
     return runs
+
+
+def keep_only(
+    grid: Sequence[dict[str, Any]], only: Sequence[str], spec: str = ""
+) -> list[dict[str, Any]]:
+    """The runs of ``grid`` that set each KEY of ``only`` (``["KEY=V1,V2", ...]``) to one
+    of its values (compared as the flag values ``format_value`` writes)."""
+    kept = list(grid)
+    for item in only:
+        key, sep, values = item.partition("=")
+        key = key.strip().removeprefix("config.")
+        wanted = {v.strip() for v in values.split(",") if v.strip()}
+        if not sep or not key or not wanted:
+            raise ValueError(f"--only {item!r}: expected KEY=V1[,V2...], e.g. method=base,anograd.")
+        known = {format_value(run[key]) for run in grid if key in run}
+        if not known:
+            raise ValueError(f"--only {item!r}: no run of the sweep {spec} sets {key!r}.")
+        unknown = sorted(wanted - known)
+        if unknown:
+            raise ValueError(
+                f"--only {item!r}: no run of the sweep {spec} sets {key}={unknown}; "
+                f"its values are {sorted(known)}."
+            )
+        kept = [run for run in kept if key in run and format_value(run[key]) in wanted]
+    if not kept:
+        raise ValueError(f"No run of the sweep {spec} matches all of --only {list(only)}.")
+    return kept
 
 
 def format_value(value: Any) -> str:
@@ -254,12 +292,13 @@ def plan(
     root: str | pathlib.Path,
     sets: Sequence[str] = (),
     *,
+    only: Sequence[str] = (),
     tfds_data_dir: str | None = None,
     python: str = sys.executable,
 ) -> list[Run]:
-    """Every run of the sweep, validated: its config built (unknown keys and bad values
-    raise, naming the key), its name unique, and its command line parsed back by the
-    driver's flag parser to exactly that config."""
+    """Every run of the sweep (those ``only`` keeps, see ``keep_only``), validated: its
+    config built (unknown keys and bad values raise, naming the key), its name unique,
+    and its command line parsed back by the driver's flag parser to exactly that config."""
     spec = portable_spec(spec)
     root = pathlib.Path(root).expanduser().absolute()
     base = config_args.load_config(spec)
@@ -268,7 +307,7 @@ def plan(
         shared["data.tfds_data_dir"] = os.path.abspath(os.path.expanduser(tfds_data_dir))
     runs: list[Run] = []
     seen: dict[str, dict[str, Any]] = {}
-    for overrides in expand(spec):
+    for overrides in keep_only(expand(spec), only, spec):
         name = run_name(overrides)
         if name in seen:
             raise ValueError(
@@ -300,26 +339,11 @@ def plan(
 # ------------------------------------------------------------------------- running
 
 
-def read_rows(workdir: pathlib.Path) -> list[dict[str, Any]]:
-    """The rows of ``workdir/metrics.jsonl`` (none if absent; a torn last line skipped)."""
-    path = workdir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def final_row(run: Run) -> dict[str, Any] | None:
     """The metrics row at the run's last step, if it got there."""
     steps = int(run.config.train.steps)
-    rows = [row for row in read_rows(run.workdir) if row.get("step") == steps]
+    rows = metrics.read_metrics(run.workdir, missing_ok=True)
+    rows = [row for row in rows if row["step"] == steps]
     return rows[-1] if rows else None
 
 
@@ -418,8 +442,11 @@ def results(runs: Sequence[Run], status: dict[str, str] | None = None) -> list[d
             row["status"] = "unfinished" if run.workdir.is_dir() else "not started"
         for key in FINAL_METRICS:
             row[key] = final.get(key) if final else None
-        best = [r[BEST_METRIC] for r in read_rows(run.workdir) if _is_number(r.get(BEST_METRIC))]
-        row[BEST_COLUMN] = min(best) if final and best else None
+        rows = metrics.read_metrics(run.workdir, missing_ok=True) if final else []
+        best = [r[BEST_METRIC] for r in rows if _is_number(r.get(BEST_METRIC))]
+        row[BEST_COLUMN] = min(best) if best else None
+        shares = metrics.mean_after(rows, SHARE_METRICS, int(run.config.select.warmup_steps))
+        row.update(zip(SHARE_COLUMNS, shares.values()))
         table.append(row)
     return table
 
@@ -493,6 +520,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="Config override for every run, e.g. --set train.steps=100 (repeatable).",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="Keep the runs that set KEY to one of the values, e.g. --only method=base,anograd "
+        "(repeatable: all must hold).",
+    )
     args = parser.parse_args(argv)
     if args.parallel < 1:
         parser.error("--parallel must be at least 1.")
@@ -507,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.config,
         args.workdir,
         args.sets,
+        only=args.only,
         tfds_data_dir=args.tfds_data_dir,
         python="python" if args.dry_run else sys.executable,
     )

@@ -15,16 +15,16 @@ import numpy as np
 import optax
 import pytest
 
-from adaptive_data import config_args, methods
+from adaptive_data import config_args, methods, run_setup
 from adaptive_data import train_state as ts
-from adaptive_data.core import selection
+from adaptive_data.core import reference_scores, selection
 from adaptive_data.core.outer.base import OuterMethod
-from adaptive_data.models import transformer, weighting
+from adaptive_data.models import weighting
 
 from conftest import load_default_config
 
 DOMAINS = ("generic_a", "generic_b", "target")
-ALL_METHODS = sorted(methods.METHODS)
+ALL_METHODS = sorted(methods.names())
 # The generic batch each method's outer update must see (docs/algorithms.md, batch table).
 DOCUMENTED_OUTER_BATCH = {
     "anograd": "uniform",
@@ -61,17 +61,8 @@ def _config(name: str, **overrides):
     return config_args.override(config, {**values, **overrides})
 
 
-def _build(config):
-    model = transformer.from_config(config.model)
-    tx = ts.make_optimizer(config.train)
-    method = methods.build(config, model=model, tx=tx, domains=DOMAINS, target_domain="target")
-    return method, model, tx
-
-
-def _init_state(method, model, tx, config):
-    init_key, method_key = jax.random.split(jax.random.key(0))
-    params = transformer.init_params(model, init_key, config.model.max_length)
-    return ts.init_state(params, tx, 0, method.init_state(method_key, params))
+def _setup(config) -> run_setup.RunSetup:
+    return run_setup.build(config, domains=DOMAINS, target_domain="target")
 
 
 def test_every_method_is_registered_with_a_known_scorer():
@@ -96,15 +87,15 @@ def test_every_method_is_registered_with_a_known_scorer():
 
 def test_unknown_method_and_bad_choices_are_refused():
     with pytest.raises(ValueError, match=r"config.method='nope': must be one of .*anograd"):
-        _build(_config("base", method="nope"))
+        _setup(_config("base", method="nope"))
     with pytest.raises(ValueError, match=r"config.dds.lookahead_batch='all': must be one of"):
-        _build(_config("dds", **{"dds.lookahead_batch": "all"}))
+        _setup(_config("dds", **{"dds.lookahead_batch": "all"}))
     with pytest.raises(ValueError, match=r"config.select.strategy='best': must be one of"):
-        _build(_config("anograd", **{"select.strategy": "best"}))
+        _setup(_config("anograd", **{"select.strategy": "best"}))
     with pytest.raises(ValueError, match=r"config.select.temperature=0.0: must be a number > 0"):
-        _build(_config("anograd", **{"select.temperature": 0.0}))
+        _setup(_config("anograd", **{"select.temperature": 0.0}))
     with pytest.raises(ValueError, match=r"config.outer.every=0: must be an int >= 1"):
-        _build(_config("dds", **{"outer.every": 0}))
+        _setup(_config("dds", **{"outer.every": 0}))
 
 
 @pytest.mark.parametrize("name", ALL_METHODS)
@@ -112,14 +103,15 @@ def test_jitted_step_equals_step_without_jit(name, method_batches):
     # SGD for phi: Adam's first step g / (|g| + eps) would magnify float round-off of the
     # (scale-invariant, so about zero) gradient of the weighting model's scale parameter.
     config = _config(name, **{"outer.optimizer": "sgd"})
-    method, model, tx = _build(config)
+    setup = _setup(config)
+    method = setup.method
     batches = method_batches(method)
     flags = method.flags(0)
     jitted = methods.jit_train_step(method)
-    state_jit, metrics_jit = jitted(_init_state(method, model, tx, config), batches, **flags)
+    state_jit, metrics_jit = jitted(setup.initial_state(), batches, **flags)
     with jax.disable_jit():
         state_eager, metrics_eager = methods.train_step(
-            _init_state(method, model, tx, config), batches, method=method, **flags
+            setup.initial_state(), batches, method=method, **flags
         )
     assert set(metrics_jit) == set(metrics_eager)
     for key in metrics_jit:
@@ -150,7 +142,8 @@ def test_each_term_sees_the_documented_batches(name, method_batches):
     """The scorer and the outer update get the target_train batch; the outer update's
     generic batch is the documented one; the model trains on the selected examples."""
     config = _config(name)
-    method, model, tx = _build(config)
+    setup = _setup(config)
+    method = setup.method
     if "target" in method.streams:
         assert method.streams["target"][0] == "target_train"
     assert {split for split, _ in method.streams.values()} <= {"generic_train", "target_train"}
@@ -174,9 +167,7 @@ def test_each_term_sees_the_documented_batches(name, method_batches):
     big_ids = np.asarray(batches["generic"]["example_id"])
     target_ids = np.asarray(batches["target"]["example_id"])
     with jax.disable_jit():
-        methods.train_step(
-            _init_state(method, model, tx, config), batches, method=method, **method.flags(0)
-        )
+        methods.train_step(setup.initial_state(), batches, method=method, **method.flags(0))
     ((score_big, score_target),) = log["score"]
     np.testing.assert_array_equal(score_big, big_ids)
     np.testing.assert_array_equal(score_target, target_ids)
@@ -197,7 +188,7 @@ def test_each_term_sees_the_documented_batches(name, method_batches):
 )
 def test_outer_batch_options(option, value, expected):
     name = option.split(".")[0]
-    method, _, _ = _build(_config(name, **{option: value}))
+    method = _setup(_config(name, **{option: value})).method
     assert method.outer_batch == expected
 
 
@@ -205,7 +196,7 @@ def test_l2rw_step_trains_on_the_renormalised_weights():
     """Scores whose positive part on the kept b = 3 is [.5, .3, .2] (x 10): one SGD step
     (rate 1) moves theta by -(0.5 g_0 + 0.3 g_1 + 0.2 g_2), the weighted gradient."""
     config = _config("l2rw", **{"train.batch_size": 3, "select.downsampling": 2})
-    method, _, _ = _build(config)
+    method = _setup(config).method
     scores = jnp.array([-1.0, 5.0, -4.0, 3.0, 2.0, -2.0])
     x = jax.random.normal(jax.random.key(1), (6, 5))
     theta = {"w": jax.random.normal(jax.random.key(2), (5,))}
@@ -234,11 +225,11 @@ def test_l2rw_step_trains_on_the_renormalised_weights():
 
 
 def test_flags_follow_the_warmup_and_outer_schedule():
-    method, _, _ = _build(_config("anograd", **{"select.warmup_steps": 3, "outer.every": 2}))
+    method = _setup(_config("anograd", **{"select.warmup_steps": 3, "outer.every": 2})).method
     flags = [method.flags(step) for step in range(6)]
     assert [f["active"] for f in flags] == [False, False, False, True, True, True]
     assert [f["outer_update"] for f in flags] == [False, False, False, False, True, False]
-    base, _, _ = _build(_config("base"))
+    base = _setup(_config("base")).method
     assert base.flags(10) == {"active": False, "outer_update": False}
 
 
@@ -259,8 +250,9 @@ def _linear_loss(params, batch):
 
 def test_rho_scores_are_the_reducible_loss_and_keep_the_largest():
     x = jnp.array([1.0, 2.0, 3.0, 4.0])
-    references = methods.ReferenceModels(target=jnp.float32(0.5))
-    scores = methods.registry.reducible_loss(_linear_loss, jnp.float32(1.0), references, {"x": x})
+    scores = reference_scores.reducible_loss(
+        _linear_loss, jnp.float32(1.0), jnp.float32(0.5), {"x": x}
+    )
     # l(x; 1) - l(x; 0.5) = 0.5 x: the largest reducible loss is the last example.
     np.testing.assert_allclose(scores, [0.5, 1.0, 1.5, 2.0])
     indices, _ = selection.top_b(scores, 2)
@@ -273,9 +265,8 @@ def test_cds_keeps_the_lowest_finetuned_minus_generic_loss():
         "generic": jnp.array([2.0, 2.0, 2.0, 2.0]),
         "finetuned": jnp.array([2.5, 1.0, 1.9, 3.0]),
     }  # example 1: most target-like
-    references = methods.ReferenceModels(target="finetuned", generic="generic")
-    scores = methods.registry.contrastive_score(
-        lambda params, batch: losses[params], None, references, batch=None
+    scores = reference_scores.contrastive_score(
+        lambda params, batch: losses[params], "generic", "finetuned", batch=None
     )
     np.testing.assert_allclose(scores, [-0.5, 1.0, 0.1, -1.0], rtol=1e-6)  # l_g - l_ft
     indices, _ = selection.top_b(scores, 2)
@@ -285,10 +276,11 @@ def test_cds_keeps_the_lowest_finetuned_minus_generic_loss():
 
 def test_classifier_trains_on_the_top_fraction_by_logit(method_batches):
     config = _config("classifier")
-    method, model, tx = _build(config)
+    setup = _setup(config)
+    method = setup.method
     assert method.strategy == "top" and method.outer_batch == "big"
     batches = method_batches(method)
-    state = _init_state(method, model, tx, config)
+    state = setup.initial_state()
     wmodel = weighting.from_config(config.weighting)
     logits = weighting.weighting_forward(
         wmodel, state.method_state.phi, batches["generic"]["inputs"], mode="logits"

@@ -10,14 +10,13 @@ import shutil
 
 import pytest
 
-from adaptive_data import train
-from adaptive_data.methods import METHODS
+from adaptive_data import methods, train
 
 from conftest import deterministic_rows, metrics_rows, run_config
 
 pytestmark = pytest.mark.slow
 
-SELECTING_METHODS = sorted(name for name, spec in METHODS.items() if spec.scorer != "none")
+SELECTING_METHODS = sorted(methods.names(selecting=True))
 # Diagnostics each method must log, beyond COMMON_KEYS.
 METHOD_KEYS = {
     "align_filter": {"select/score_selected"},

@@ -14,7 +14,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from adaptive_data import config_args
+from adaptive_data import config_args, methods
 from adaptive_data.methods import METHODS
 
 from conftest import REPO_ROOT
@@ -52,7 +52,7 @@ def _sweep_file(tmp_path, text=TWO_RUNS, name="two_runs.py"):
 
 def test_methods_sweep_is_every_standalone_method_on_every_target():
     runs = sweep.expand("configs/default.py")
-    standalone = set(METHODS) - {"finetune", "cds", "rho"}  # these need other runs' workdirs
+    standalone = set(methods.names(needs_other_runs=False))  # no other runs' workdirs
     assert len(runs) == len(standalone) * len(TARGETS)
     pairs = [(run["method"], run["data.task"]) for run in runs]
     assert len(set(pairs)) == len(pairs)
@@ -134,8 +134,7 @@ def _parse_driver_line(line):
             [
                 {"method": method, "data.task": target}
                 for target in TARGETS
-                for method in METHODS
-                if method not in ("finetune", "cds", "rho")
+                for method in methods.names(needs_other_runs=False)
             ],
         ),
     ],
@@ -268,6 +267,48 @@ def test_failed_run_does_not_stop_the_others_and_is_reported(tmp_path, monkeypat
     launched.clear()
     assert sweep.main([f"--config={spec}", f"--workdir={root}", "--collect_only"]) == 0
     assert launched == []
+
+
+def test_only_keeps_the_runs_with_the_given_values(tmp_path):
+    root = tmp_path / "root"
+    only = ["method=base,anograd,l2rw", "data.task=python"]
+    runs = sweep.plan("configs/default.py", root, only=only)
+    assert [run.name for run in runs] == [
+        f"method-{m}__data.task-python" for m in METHODS if m in ("base", "anograd", "l2rw")
+    ]
+    with pytest.raises(ValueError, match=r"sets method=\['anogradx'\]; its values are"):
+        sweep.plan("configs/default.py", root, only=["method=base,anogradx"])
+    with pytest.raises(ValueError, match="sets 'seed'"):
+        sweep.plan("configs/default.py", root, only=["seed=1"])
+    with pytest.raises(ValueError, match="expected KEY=V1"):
+        sweep.plan("configs/default.py", root, only=["method"])
+    with pytest.raises(ValueError, match="matches all of"):  # only mixing sets the weight
+        sweep.plan(_sweep_file(tmp_path), root, only=["method=base", "mixing.generic_weight=0.5"])
+    assert not root.exists()
+
+
+def test_results_give_the_mean_selection_shares_after_the_warmup(tmp_path):
+    spec = _sweep_file(tmp_path)  # runlocal: select.warmup_steps = 5, train.steps = 40
+    runs = sweep.plan(spec, tmp_path / "root")
+    logged = {  # step: (selected target share, pool target share); steps <= 5 are warm-up
+        0: (0.9, 0.9),
+        5: (0.8, 0.7),
+        20: (0.3, 0.1),
+        40: (0.6, 0.2),
+    }
+    for run in runs:
+        run.workdir.mkdir(parents=True)
+        with (run.workdir / "metrics.jsonl").open("w") as f:
+            for step, (selected, pool) in logged.items():
+                row = {"step": step, "eval/target_bpb": 2.0}
+                if run.overrides["method"] == "mixing":
+                    row.update({"select/target_share": selected, "select/pool_target_share": pool})
+                f.write(json.dumps(row) + "\n")
+    base, mixing = sweep.results(runs)
+    assert base["mean select/target_share"] is None
+    assert base["mean select/pool_target_share"] is None
+    assert mixing["mean select/target_share"] == pytest.approx((0.3 + 0.6) / 2)
+    assert mixing["mean select/pool_target_share"] == pytest.approx((0.1 + 0.2) / 2)
 
 
 @pytest.mark.slow

@@ -189,7 +189,10 @@ def unregister(name: str) -> MethodSpec:
 
 
 def names(
-    *, needs_other_runs: bool | None = None, selecting: bool | None = None
+    *,
+    needs_other_runs: bool | None = None,
+    selecting: bool | None = None,
+    scorer: str | None = None,
 ) -> tuple[str, ...]:
     """Registered method names in registration order, filtered when a flag is given.
 
@@ -199,12 +202,15 @@ def names(
         which run from scratch on their own. None: both.
       selecting: True: only methods that draw b of the big batch by scores (``scorer``
         not "none"); False: only the others. None: both.
+      scorer: only methods whose big batch is scored by this (one of ``SCORERS``, e.g.
+        "weighting_model": the methods with an outer update of a weighting model).
     """
     return tuple(
         name
         for name, spec in METHODS.items()
         if (needs_other_runs is None or bool(spec.needs_runs) == needs_other_runs)
         and (selecting is None or spec.selects == selecting)
+        and (scorer is None or spec.scorer == scorer)
     )
 
 

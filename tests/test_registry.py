@@ -1,0 +1,216 @@
+"""The method registry as the one place that names a method: its API (``register``,
+``names``), the lists derived from it, the rule that no other module names a method, and
+the import graph of the package (no cycles). Fast: nothing is trained."""
+
+import ast
+import pathlib
+import sys
+
+import ml_collections
+import pytest
+
+from adaptive_data import config_args, methods, validation
+from adaptive_data.config_rules import Rule, integer
+
+from conftest import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "adaptive_data"
+
+
+def _spec(name="tiny_test_method", summary="a test method", **fields):
+    return methods.MethodSpec(name, lambda config, context: None, summary, **fields)
+
+
+# ------------------------------------------------------------------ register / names
+
+
+def test_register_adds_the_method_to_every_derived_list_and_unregister_removes_it():
+    spec = _spec(
+        defaults=lambda arg: ml_collections.ConfigDict({"size": 3}),
+        rules=(Rule("tiny_test_method.size", *integer(1)),),
+        scorer="lm_forward",
+    )
+    assert methods.register(spec) is spec
+    try:
+        assert methods.names()[-1] == "tiny_test_method"
+        assert "tiny_test_method" in methods.names(selecting=True, needs_other_runs=False)
+        config = config_args.load_config("configs/default.py:method=tiny_test_method,runlocal")
+        assert config.tiny_test_method.size == 3
+        validation.validate_config(config)
+        config.tiny_test_method.size = 0
+        with pytest.raises(validation.ConfigError, match=r"tiny_test_method.size=0: must be"):
+            validation.validate_config(config)
+    finally:
+        methods.unregister("tiny_test_method")
+    assert "tiny_test_method" not in methods.names()
+    with pytest.raises(ValueError, match="config.method='tiny_test_method': must be one of"):
+        validation.validate_config(config)
+
+
+def test_register_refuses_a_duplicate_name():
+    with pytest.raises(ValueError, match="'anograd' is already registered"):
+        methods.register(_spec("anograd"))
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"name": "no spaces"}, "must be a Python identifier"),
+        ({"scorer": "oracle"}, "scorer='oracle' must be one of"),
+        ({"summary": ""}, "summary must be a non-empty"),
+        ({"rules": [Rule("x.y", *integer(0))]}, "rules must be a tuple"),
+        ({"needs_runs": {"workdir": "a run"}}, "needs_runs must map dotted config keys"),
+        ({"defaults": {"a": 1}}, "defaults must be None or callable"),
+    ],
+)
+def test_register_refuses_a_malformed_spec_and_says_what_is_wrong(fields, message):
+    fields = {"name": "tiny_test_method", **fields}
+    spec = _spec(**fields)
+    with pytest.raises(ValueError, match=message):
+        methods.register(spec)
+    assert "tiny_test_method" not in methods.METHODS
+    with pytest.raises(TypeError, match="takes an adaptive_data.methods.MethodSpec"):
+        methods.register({"name": "x"})
+
+
+def test_needs_other_runs_is_exactly_the_methods_with_workdir_keys():
+    needing = set(methods.names(needs_other_runs=True))
+    assert needing == {n for n, s in methods.METHODS.items() if s.needs_runs}
+    assert needing == {"finetune", "cds", "rho"}  # the built-ins that chain after other runs
+    assert set(methods.names(needs_other_runs=False)) | needing == set(methods.METHODS)
+    # Each needed workdir is refused empty, and accepted once given.
+    for name in needing:
+        config = config_args.load_config(f"configs/default.py:method={name},runlocal")
+        lines = validation.violations(config)
+        assert {line.split("=")[0] for line in lines} == {
+            f"config.{key}" for key in methods.METHODS[name].needs_runs
+        }
+
+
+def test_the_bench_scripts_default_method_lists_pass_validation():
+    """benchlib.ALL_METHODS (bench_alignment's and bench_throughput's default --methods)
+    must hold no method that needs other runs' workdirs: every default config validates."""
+    sys.path.insert(0, str(REPO_ROOT / "experiments"))
+    import benchlib
+
+    assert benchlib.ALL_METHODS and set(benchlib.SELECTION_METHODS) <= set(benchlib.ALL_METHODS)
+    for name in benchlib.ALL_METHODS:
+        validation.validate_config(
+            config_args.load_config(f"configs/default.py:method={name},runlocal")
+        )
+
+
+# ------------------------------------------------------------------ no other module names a method
+
+
+def _docstring_nodes(tree):
+    nodes = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                nodes.add(id(body[0].value))
+    return nodes
+
+
+# Where a method's name may appear as a string literal (docstrings and comments aside):
+# its registry entry, and the core modules that implement the maths (e.g. the objectives
+# of the mixture's hypergradient, core/mixture.py). Experiments may name the roles every
+# comparison has: the baselines ``base`` and ``mixing`` and the ``finetune`` stage.
+MAY_NAME_METHODS = ("adaptive_data/methods/registry.py", "adaptive_data/core/")
+PROTOCOL_ROLES = {"base", "mixing", "finetune"}
+
+
+def test_no_module_outside_the_registry_and_core_names_a_method():
+    registered = set(methods.names())
+    offenders = []
+    files = sorted(PACKAGE.rglob("*.py")) + sorted((REPO_ROOT / "experiments").rglob("*.py"))
+    for path in files:
+        rel = path.relative_to(REPO_ROOT).as_posix()
+        if rel.startswith(MAY_NAME_METHODS):
+            continue
+        allowed = PROTOCOL_ROLES if rel.startswith("experiments/") else set()
+        tree = ast.parse(path.read_text())
+        docstrings = _docstring_nodes(tree)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value in registered - allowed
+                and id(node) not in docstrings
+            ):
+                offenders.append(f"{rel}:{node.lineno}: {node.value!r}")
+    assert not offenders, (
+        "Method names outside the registry (derive the list from adaptive_data.methods."
+        "names(...) or read the spec instead):\n" + "\n".join(offenders)
+    )
+
+
+# ------------------------------------------------------------------ import graph
+
+
+def _modules():
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(REPO_ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _module_level_imports(path, modules):
+    """The package modules ``path`` imports when it is imported (not inside functions);
+    ``from a.b import c`` imports ``a.b.c`` when that is a module, else ``a.b``."""
+    found = set()
+
+    def visit(body):
+        for node in body:
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    found.add(sub if sub in modules else node.module)
+            elif isinstance(node, (ast.If, ast.Try, ast.With)):
+                visit(node.body)
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+                visit(getattr(node, "orelse", []))
+                visit(getattr(node, "finalbody", []))
+
+    visit(ast.parse(path.read_text()).body)
+    return {m for m in found if m in modules}
+
+
+def test_no_module_of_the_package_imports_one_that_imports_it_back():
+    modules = _modules()
+    graph = {}
+    for name, path in modules.items():
+        ancestors = {name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)}
+        # A package's submodules always import it first; that is not a cycle.
+        graph[name] = _module_level_imports(path, modules) - ancestors - {name}
+    cycles = []
+    for start in graph:
+        stack, seen = [(start, (start,))], {start}
+        while stack:
+            node, chain = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    cycles.append(" -> ".join(chain + (start,)))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, chain + (nxt,)))
+    assert not cycles, "Import cycles:\n" + "\n".join(sorted(cycles))
+
+
+def test_registry_and_config_rules_do_not_import_validation():
+    modules = _modules()
+    for name in ("adaptive_data.methods.registry", "adaptive_data.config_rules"):
+        assert "adaptive_data.validation" not in _module_level_imports(modules[name], modules)
+    assert not any(
+        isinstance(node, (ast.Import, ast.ImportFrom)) and "validation" in ast.dump(node)
+        for node in ast.walk(
+            ast.parse(pathlib.Path(modules["adaptive_data.methods.registry"]).read_text())
+        )
+    )
