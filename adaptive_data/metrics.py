@@ -2,7 +2,8 @@
 
 Only process 0 writes. On resume from step s, lines of steps > s (written after the
 checkpoint the run resumes from) are dropped, so a resumed run's file equals an
-uninterrupted run's; every earlier line is kept.
+uninterrupted run's; every earlier line is kept. ``read_metrics`` is the one reader of
+the file (driver, plots, sweep, benchmarks, tests).
 """
 
 from __future__ import annotations
@@ -31,13 +32,65 @@ def to_python(value: Any) -> Any:
     return value
 
 
-def _row_step(line: str) -> float:
-    """The step of a metrics line; ``inf`` for a blank line or one torn by a kill
-    mid-write (only the last line can be), so that rewinding drops it."""
+METRICS_FILE = "metrics.jsonl"
+
+
+def _parse_row(line: str) -> dict[str, Any] | None:
+    """The JSON object of one metrics line, or None unless it is an object with a step."""
     try:
-        return json.loads(line)["step"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return math.inf
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) and "step" in row else None
+
+
+def read_metrics(workdir: str | os.PathLike, *, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """The rows of ``workdir/metrics.jsonl``, in the order written.
+
+    A last line that is not a JSON object with a ``step`` was torn by a kill in the
+    middle of a write (rows are appended whole, so only the last one can be); it is left
+    out, as a resumed run drops it. Blank lines are skipped.
+
+    Raises:
+      FileNotFoundError: the file is absent (unless ``missing_ok``: then ``[]``).
+      ValueError: a line before the last one is not a metrics row (the file was edited
+        or damaged); names the file and line.
+    """
+    path = pathlib.Path(workdir).expanduser() / METRICS_FILE
+    if not path.is_file():
+        if missing_ok:
+            return []
+        raise FileNotFoundError(
+            f"No metrics file {str(path)!r}: {str(workdir)!r} is not the workdir of a training "
+            "run yet. Train first (python -m adaptive_data.main --config=... "
+            f"--workdir={workdir})."
+        )
+    text = path.read_text().splitlines()
+    lines = [(number, line) for number, line in enumerate(text, 1) if line.strip()]
+    rows = []
+    for index, (number, line) in enumerate(lines):
+        row = _parse_row(line)
+        if row is not None:
+            rows.append(row)
+        elif index < len(lines) - 1:
+            raise ValueError(
+                f"{path}, line {number}: not a metrics row (a JSON object with a 'step'): "
+                f"{line[:80]!r}. Only the last line can be torn by a kill; restore the file "
+                "from a copy, or delete that line."
+            )
+    return rows
+
+
+def mean_after(
+    rows: list[Mapping[str, Any]], keys: tuple[str, ...], after_step: int
+) -> dict[str, float | None]:
+    """Mean of each key over the rows of steps > ``after_step`` that logged it (None if
+    none did): e.g. the selected target share once the selection warm-up is over."""
+    means = {}
+    for key in keys:
+        values = [float(r[key]) for r in rows if r["step"] > after_step and key in r]
+        means[key] = sum(values) / len(values) if values else None
+    return means
 
 
 class MetricWriter:
@@ -45,7 +98,7 @@ class MetricWriter:
 
     def __init__(self, workdir: pathlib.Path, *, resume_step: int | None):
         self._active = jax.process_index() == 0
-        self.path = workdir / "metrics.jsonl"
+        self.path = workdir / METRICS_FILE
         self._tb = None
         if not self._active:
             return
@@ -57,17 +110,11 @@ class MetricWriter:
     def _truncate_after(self, step: int) -> None:
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if _row_step(line) <= step]
+        kept = [row for row in read_metrics(self.path.parent) if row["step"] <= step]
         tmp = self.path.with_suffix(".jsonl.tmp")
         with faults.storage_errors(tmp, "the rewound metrics"):
-            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
             tmp.replace(self.path)
-
-    def history(self) -> list[dict[str, Any]]:
-        """All lines written so far (after any truncation)."""
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         if not self._active:

@@ -12,10 +12,10 @@ run of a selection method, ``domain_shares_<label>.png`` (stacked per-domain sha
 selected examples). With ``--config``, the config file's ``metrics(arg)`` (if it defines
 one) names the default keys. From Python (scripts, notebooks):
 
-    from adaptive_data import plot
-    rows = plot.read_metrics("/tmp/ad_base")
+    from adaptive_data import metrics, plot
+    rows = metrics.read_metrics("/tmp/ad_base")
     plot.plot_metric({"base": rows}, "eval/target_bpb", "/tmp/target_bpb.png")
-    plot.plot_domain_shares(plot.read_metrics("/tmp/ad_anograd"), "/tmp/shares.png")
+    plot.plot_domain_shares(metrics.read_metrics("/tmp/ad_anograd"), "/tmp/shares.png")
     plot.plot_runs(["/tmp/ad_base", "/tmp/ad_anograd"], "/tmp/plots")
 """
 
@@ -36,6 +36,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from adaptive_data import metrics  # noqa: E402
+
 # Curves plotted by default (those of them that some run logged).
 DEFAULT_KEYS = (
     "train/loss",
@@ -50,18 +52,6 @@ POOL_TARGET_SHARE = "select/pool_target_share"
 PathLike = str | pathlib.Path
 Rows = Sequence[Mapping[str, Any]]
 XValues = Callable[[str, list[Mapping[str, Any]]], Sequence[float]]
-
-
-def read_metrics(workdir: PathLike) -> list[dict[str, Any]]:
-    """The rows of ``workdir/metrics.jsonl``, in the order written."""
-    path = pathlib.Path(workdir).expanduser() / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No metrics file {str(path)!r}: {str(workdir)!r} is not the workdir of a training "
-            "run yet. Train first (python -m adaptive_data.main --config=... "
-            f"--workdir={workdir}), then plot its workdir."
-        )
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_label(workdir: PathLike) -> str:
@@ -276,7 +266,7 @@ def plot_runs(
     Returns the paths written.
     """
     out_dir = pathlib.Path(out_dir).expanduser()
-    runs = dict(zip(_unique_labels(workdirs), (read_metrics(w) for w in workdirs)))
+    runs = dict(zip(_unique_labels(workdirs), (metrics.read_metrics(w) for w in workdirs)))
     if keys is None:
         logged = {key for rows in runs.values() for row in rows for key in row}
         keys = [key for key in DEFAULT_KEYS if key in logged]
@@ -298,8 +288,8 @@ def config_metrics(spec: str) -> list[str] | None:
 
     path, _, arg = spec.partition(":")
     module = config_args.load_config_module(path)
-    metrics = getattr(module, "metrics", None)
-    return None if metrics is None else list(metrics(arg or None))
+    metrics_fn = getattr(module, "metrics", None)
+    return None if metrics_fn is None else list(metrics_fn(arg or None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -329,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys = config_metrics(args.config)
     try:
         written = plot_runs(args.workdirs, args.out, keys)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:  # no metrics file, or a damaged one
         print(f"error: {error}", file=sys.stderr)
         return 2
     for path in written:

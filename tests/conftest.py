@@ -1,7 +1,6 @@
 """Shared test setup: float32 JAX on CPU, strict rank promotion, repo root on sys.path;
 fixtures for a TFDS dir, 64-bit JAX and synthetic byte-LM batches."""
 
-import json
 import os
 import pathlib
 import signal
@@ -20,6 +19,9 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+# The rows of ``workdir/metrics.jsonl``, under the name the tests import from here.
+from adaptive_data.metrics import read_metrics as metrics_rows  # noqa: E402, F401
 
 
 def load_default_config(arg: str = "runlocal"):
@@ -74,12 +76,6 @@ def kill_after_checkpoint(command, checkpoint_dir, *, env=None, timeout_s=300):
     assert proc.poll() is None, "run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-
-
-def metrics_rows(workdir) -> list[dict]:
-    """The rows of ``workdir/metrics.jsonl``."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def deterministic_rows(rows: list[dict]) -> list[dict]:

@@ -8,7 +8,7 @@ import sys
 import matplotlib.pyplot as plt
 import pytest
 
-from adaptive_data import plot
+from adaptive_data import metrics, plot
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG"
@@ -68,20 +68,11 @@ def _assert_png(path: pathlib.Path) -> None:
     assert len(data) > 1000 and data.startswith(PNG_MAGIC), path
 
 
-def test_read_metrics_and_label(workdirs, tmp_path):
-    rows = plot.read_metrics(workdirs[0])
-    assert len(rows) == 10 and rows[0]["step"] == 10
+def test_run_label(workdirs, tmp_path):
     assert plot.run_label(workdirs[1]) == "anograd (python)"
     bare = tmp_path / "bare_run"
     bare.mkdir()
     assert plot.run_label(bare) == "bare_run"
-
-
-def test_missing_metrics_error(tmp_path):
-    with pytest.raises(FileNotFoundError) as info:
-        plot.read_metrics(tmp_path / "nothing")
-    message = str(info.value)
-    assert "metrics.jsonl" in message and "Train first" in message
 
 
 def test_plot_runs_writes_pngs(workdirs, tmp_path):
@@ -111,7 +102,7 @@ def test_plot_runs_explicit_keys(workdirs, tmp_path):
 
 
 def test_plot_metric_missing_key_writes_nothing(workdirs, tmp_path):
-    runs = {plot.run_label(w): plot.read_metrics(w) for w in workdirs}
+    runs = {plot.run_label(w): metrics.read_metrics(w) for w in workdirs}
     path = tmp_path / "out" / "missing.png"
     assert plot.plot_metric(runs, "eval/no_such_metric", path) is False
     assert not path.exists() and not path.parent.exists()
@@ -120,7 +111,7 @@ def test_plot_metric_missing_key_writes_nothing(workdirs, tmp_path):
 
 
 def test_plot_metric_custom_x(workdirs, tmp_path):
-    runs = {plot.run_label(w): plot.read_metrics(w) for w in workdirs}
+    runs = {plot.run_label(w): metrics.read_metrics(w) for w in workdirs}
     calls = []
 
     def flops_at(label, rows):
