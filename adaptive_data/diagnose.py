@@ -1,37 +1,56 @@
 """The when-does-selection-work test (docs/algorithms.md, "When does selection help").
 
-At an early checkpoint theta of a workdir (``config.diagnose.step``; default the earliest
-at or after ``config.select.warmup_steps``), for several big generic batches B
-(``select.downsampling * b`` examples), each with two ``target_train`` batches T_a, T_b and
-one held-out ``target_valid`` batch V:
+At an early checkpoint theta of a run (by default the latest at or before
+``BUDGET_FRACTION`` = 15% of ``train.steps``), with the model's own optimiser state, for
+several big generic batches B (``select.downsampling * b`` examples), each with two
+independent ``target_train`` batches T_score and T_step, one held-out ``target_valid``
+batch V and one held-out generic (pool ``validation``) batch G:
 
-- the scores are the exact alignment filter's ``a_i = <grad l_i, g_a>`` under the
-  gradient g_a of T_a; g_sel is the mean gradient of the b best-scoring examples of B,
-  g_rand that of a uniform b of B (its first b: the stream is shuffled);
-(i)   alignment ``<g_sel, g_v> - <g_rand, g_v>`` and the same difference of cosines with
-      g_v, the gradient of the held-out batch V. Not against g_a: ``<g_sel, g_a>`` is the
-      mean of the b largest scores, so the top b would beat a uniform b by construction,
-      even when g_a is pure noise;
-(ii)  one-step look-ahead gain ``L_V(theta - eta g_rand) - L_V(theta - eta g_sel)``
-      (positive: the selected batch helps the target more than a random one),
-      eta = ``train.learning_rate``;
-(iii) Spearman rank correlation of the per-example scores of B under g_a and under the
-      gradient of T_b, and under g_a at theta and at a second checkpoint (when the
-      workdir keeps two): the one just before theta, or, when theta is the first
-      checkpoint, the one just after it.
+- the exact alignment filter scores B under the gradient of T_score,
+  ``a_i = <grad l_i, g_score>``; g_sel is the mean gradient of its top b, g_rand that of a
+  uniform b of B (its first b: the stream is shuffled);
+- (a) target-specific cosine gain
+  ``[cos(g_sel, g_V) - cos(g_rand, g_V)] - [cos(g_sel, g_G) - cos(g_rand, g_G)]``:
+  how much more the selected batch points along the held-out target gradient than a random
+  batch does, beyond what it gains along the pool's own held-out gradient. Selection on
+  T_score can beat a random batch on *any* held-out batch that shares the pool's mean
+  gradient (larger, better-aligned gradients); the second bracket removes that part, so
+  when the target is drawn from the pool's own distribution (V and G exchangeable) the
+  statistic has mean exactly 0;
+- (b) relative look-ahead gain: with ``U(g)`` the update the run's optimiser (AdamW from
+  the checkpoint's moments and step count, clipping included) makes from gradient g,
+  ``{[L_V(theta+U(g_rand)) - L_V(theta+U(g_sel))] - [L_G(theta+U(g_rand)) -
+  L_G(theta+U(g_sel))]} / [L_V(theta) - L_V(theta+U(g_step))]``: the target-specific
+  extra decrease of the held-out target loss from one selected step over a random one, as a
+  fraction of the decrease one step on target_train (T_step) brings. 1 means a selected
+  step is worth a target step, 0 that it is worth a random one. Reported as the ratio of
+  the batch means with a delta-method standard error.
 
-Selection is expected to pay off when (i) and (ii) are clearly positive (their mean
-is more than two standard errors above zero) and (iii) is stable (mean rank
-correlation >= 0.5).
+Both are scale-free (multiplying the loss by c > 0 scales every gradient by c, leaves the
+ranking and every cosine unchanged, and, Adam being invariant to the gradient's scale,
+scales numerator and denominator of (b) by c), and (b) is not a rescaling of (a): it
+goes through the optimiser's per-parameter preconditioning and the curvature of the loss.
 
-The statistics work with any per-example loss ``loss_fn(params, batch) -> float[n]`` and
-batches given as pytrees of arrays (``make_batch_statistics`` and
+- (c) score stability: Spearman rank correlation of the scores of B under g_score at theta
+  and at the checkpoint before it (the one after it if theta is the first and that one is
+  still within the budget).
+
+Verdict: selection is expected to help when (a) and (b) are both clearly positive (mean
+above ``STANDARD_ERRORS`` standard errors) and, only for a method whose selection rests on
+a weighting state learned online from past scores (``Method.init_state`` returns a state:
+anograd, soba, dds, l2rw, classifier, domain_mixture, ...), (c) is at least
+``MIN_RANK_CORRELATION``: weights learned from earlier scores only transfer if the scores
+persist. A method that recomputes exact scores every step (align_filter) does not need (c).
+
+The statistics work with any per-example loss ``loss_fn(params, batch) -> float[n]``, any
+optax optimiser and batches given as pytrees of arrays (``make_batch_statistics``,
 ``batch_statistics_summary``), so they can be checked on problems with a known answer.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -40,85 +59,106 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from absl import logging
 
 from adaptive_data import checkpoint as ckpt
-from adaptive_data import validation
-from adaptive_data.core import alignment, selection
+from adaptive_data import methods, stats, validation
+from adaptive_data import train_state as ts
+from adaptive_data.core import alignment, derivatives, selection
 from adaptive_data.data import pipeline, sources
 from adaptive_data.models import transformer
 
+# The verdict must be available within this fraction of the training budget.
+BUDGET_FRACTION = 0.15
 # Thresholds of the verdict.
-MIN_RANK_CORRELATION = 0.5
 STANDARD_ERRORS = 2.0
+MIN_RANK_CORRELATION = 0.5
 
 
-def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman correlation (Pearson correlation of ranks; ties broken by position)."""
-    rx = np.argsort(np.argsort(x)).astype(np.float64)
-    ry = np.argsort(np.argsort(y)).astype(np.float64)
-    rx -= rx.mean()
-    ry -= ry.mean()
-    denom = np.sqrt(np.sum(rx**2) * np.sum(ry**2))
-    return float(np.sum(rx * ry) / denom) if denom > 0 else 0.0
-
-
-def make_batch_statistics(loss_fn, b: int, eta: float):
+def make_batch_statistics(loss_fn, b: int, tx: optax.GradientTransformation):
     """Returns the jitted statistics of one big batch.
 
     Args:
       loss_fn: ``(params, batch) -> float[n]`` per-example losses.
       b: number of examples selected out of each big batch.
-      eta: step size of the look-ahead (ii).
+      tx: the run's optimiser; its update from the checkpoint's state is the look-ahead.
 
     Returns:
-      ``stats(params, big, target_a, target_b, heldout, previous_params=None)`` ->
-      ``(values, scores)``: ``values`` the scalars of (i) and (ii) (``alignment_*`` and
-      ``cosine_*`` for ``selected``, ``random`` and their ``gain``, ``lookahead_gain``);
-      ``scores`` the per-example scores of ``big`` under g_a (``"a"``), under the
-      gradient of ``target_b`` (``"b"``) and, when ``previous_params`` is given, under
-      g_a at ``previous_params`` (``"previous"``), for (iii).
+      ``stats(params, opt_state, big, target_score, target_step, heldout_target,
+      heldout_generic, previous_params=None) -> (values, scores)``. ``values``: scalars
+      ``cosine_gain`` (a) with its parts ``cosine_{target,generic}_{selected,random}``,
+      ``lookahead_gain`` (numerator of (b)) and ``target_step_gain`` (its denominator).
+      ``scores``: float[B] scores of ``big`` under g_score at ``params`` (``"current"``)
+      and, when ``previous_params`` is given, at ``previous_params`` (``"previous"``).
     """
 
     def scores_under(params, big, target):
-        g = alignment.mean_gradient(loss_fn, params, target)
-        return alignment.per_example_alignment(loss_fn, params, big, g, method="jvp"), g
+        g = derivatives.mean_loss_and_grad(loss_fn, params, target)[1]
+        return alignment.per_example_alignment(loss_fn, params, big, g, method="jvp")
 
-    def stats(params, big, target_a, target_b, heldout, previous_params=None):
-        scores_a, _ = scores_under(params, big, target_a)
-        scores_b, _ = scores_under(params, big, target_b)
-        g_v = alignment.mean_gradient(loss_fn, params, heldout)
-        top, _ = selection.top_b(scores_a, b)
-        g_sel = alignment.mean_gradient(loss_fn, params, selection.gather(big, top))
-        g_rand = alignment.mean_gradient(loss_fn, params, selection.gather(big, jnp.arange(b)))
+    def mean_loss(params, batch):
+        return derivatives.mean_loss(loss_fn, params, batch)
 
-        def heldout_loss(g):
-            stepped = jax.tree.map(lambda p, d: p - eta * d, params, g)
-            return jnp.mean(loss_fn(stepped, heldout))
+    def gradient(params, batch):
+        return derivatives.mean_loss_and_grad(loss_fn, params, batch)[1]
 
-        def cosine(g):
-            return optax.tree.vdot(g, g_v) / (optax.tree.norm(g) * optax.tree.norm(g_v) + 1e-30)
+    def cosine(u, v):
+        return optax.tree.vdot(u, v) / (optax.tree.norm(u) * optax.tree.norm(v) + 1e-30)
 
+    def stats_fn(
+        params,
+        opt_state,
+        big,
+        target_score,
+        target_step,
+        heldout_target,
+        heldout_generic,
+        previous_params=None,
+    ):
+        scores = scores_under(params, big, target_score)
+        top, _ = selection.top_b(scores, b)
+        g_sel = gradient(params, selection.gather(big, top))
+        g_rand = gradient(params, selection.gather(big, jnp.arange(b)))
+        loss_v, g_v = derivatives.mean_loss_and_grad(loss_fn, params, heldout_target)
+        g_g = gradient(params, heldout_generic)
+
+        def stepped(g):
+            updates, _ = tx.update(g, opt_state, params)
+            return optax.apply_updates(params, updates)
+
+        after_sel, after_rand = stepped(g_sel), stepped(g_rand)
+        after_target = stepped(gradient(params, target_step))
         values = {
-            "alignment_selected": optax.tree.vdot(g_sel, g_v),
-            "alignment_random": optax.tree.vdot(g_rand, g_v),
-            "cosine_selected": cosine(g_sel),
-            "cosine_random": cosine(g_rand),
-            "lookahead_gain": heldout_loss(g_rand) - heldout_loss(g_sel),
+            "cosine_target_selected": cosine(g_sel, g_v),
+            "cosine_target_random": cosine(g_rand, g_v),
+            "cosine_generic_selected": cosine(g_sel, g_g),
+            "cosine_generic_random": cosine(g_rand, g_g),
+            "lookahead_gain": (
+                mean_loss(after_rand, heldout_target)
+                - mean_loss(after_sel, heldout_target)
+                - mean_loss(after_rand, heldout_generic)
+                + mean_loss(after_sel, heldout_generic)
+            ),
+            "target_step_gain": loss_v - mean_loss(after_target, heldout_target),
         }
-        values["alignment_gain"] = values["alignment_selected"] - values["alignment_random"]
-        values["cosine_gain"] = values["cosine_selected"] - values["cosine_random"]
-        scores = {"a": scores_a, "b": scores_b}
+        values["cosine_gain"] = (
+            values["cosine_target_selected"]
+            - values["cosine_target_random"]
+            - values["cosine_generic_selected"]
+            + values["cosine_generic_random"]
+        )
+        out_scores = {"current": scores}
         if previous_params is not None:
-            scores["previous"], _ = scores_under(previous_params, big, target_a)
-        return values, scores
+            out_scores["previous"] = scores_under(previous_params, big, target_score)
+        return values, out_scores
 
-    return jax.jit(stats)
+    return jax.jit(stats_fn)
 
 
 def _summary(values: Sequence[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=np.float64)
-    stderr = float(arr.std(ddof=1) / np.sqrt(len(arr))) if len(arr) > 1 else float("nan")
+    stderr = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else math.nan
     return {
         "mean": float(arr.mean()),
         "stderr": stderr,
@@ -127,87 +167,133 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def ratio_of_means(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, float]:
+    """``R = mean(num) / mean(den)`` with its delta-method standard error.
+
+    ``stderr = sd(num_i - R den_i) / (sqrt(n) |mean(den)|)`` (the ratio estimator's usual
+    linearisation); ``nan`` with one batch or when ``mean(den)`` is 0.
+    """
+    num = np.asarray(numerator, dtype=np.float64)
+    den = np.asarray(denominator, dtype=np.float64)
+    mean_den = float(den.mean())
+    if mean_den == 0.0:
+        return {"mean": math.nan, "stderr": math.nan}
+    ratio = float(num.mean()) / mean_den
+    if num.size < 2:
+        return {"mean": ratio, "stderr": math.nan}
+    residual = num - ratio * den
+    return {
+        "mean": ratio,
+        "stderr": float(residual.std(ddof=1) / (math.sqrt(num.size) * abs(mean_den))),
+    }
+
+
 def batch_statistics_summary(
-    stats_fn, params, batches: Iterable[Sequence[Any]], previous_params=None
+    stats_fn, params, opt_state, batches: Iterable[Sequence[Any]], previous_params=None
 ) -> dict[str, dict[str, float]]:
     """Runs ``stats_fn`` (from ``make_batch_statistics``) over big batches and summarises.
 
     Args:
       stats_fn: the statistics of one big batch.
-      params: parameters theta at which everything is measured.
-      batches: iterable of ``(big, target_a, target_b, heldout)`` batches.
+      params, opt_state: theta and the optimiser state at which everything is measured.
+      batches: iterable of ``(big, target_score, target_step, heldout_target,
+        heldout_generic)``.
       previous_params: a second checkpoint's parameters, for ``rank_corr_checkpoints``
         (omitted from the results when None).
 
     Returns:
-      ``{statistic: {"mean", "stderr", "min", "max"}}`` over the batches, for every value
-      of ``stats_fn`` plus ``rank_corr_target_batches`` (and ``rank_corr_checkpoints``):
-      the input of ``verdict``.
+      ``{statistic: {"mean", "stderr", "min", "max"}}`` over the batches for every value of
+      ``stats_fn`` (and ``rank_corr_checkpoints``), plus ``relative_lookahead_gain``
+      (``ratio_of_means`` of ``lookahead_gain`` over ``target_step_gain``, with ``mean`` and
+      ``stderr``): the input of ``verdict``.
     """
     per_batch: dict[str, list[float]] = {}
-    for big, target_a, target_b, heldout in batches:
-        values, scores = stats_fn(params, big, target_a, target_b, heldout, previous_params)
+    for batch in batches:
+        values, scores = stats_fn(params, opt_state, *batch, previous_params)
         values = {k: float(v) for k, v in values.items()}
-        scores = {k: np.asarray(v) for k, v in scores.items()}
-        values["rank_corr_target_batches"] = rank_correlation(scores["a"], scores["b"])
         if "previous" in scores:
-            values["rank_corr_checkpoints"] = rank_correlation(scores["a"], scores["previous"])
+            values["rank_corr_checkpoints"] = stats.spearman(
+                np.asarray(scores["current"]), np.asarray(scores["previous"])
+            )
         for k, v in values.items():
             per_batch.setdefault(k, []).append(v)
     if not per_batch:
         raise ValueError("batch_statistics_summary needs at least one big batch.")
-    return {k: _summary(v) for k, v in per_batch.items()}
+    results = {k: _summary(v) for k, v in per_batch.items()}
+    results["relative_lookahead_gain"] = ratio_of_means(
+        per_batch["lookahead_gain"], per_batch["target_step_gain"]
+    )
+    return results
 
 
-def verdict(results: dict[str, Any]) -> tuple[bool, list[str]]:
-    """Whether selection should pay off, and the reasons (one line per statistic)."""
+def verdict(results: dict[str, Any], *, needs_stable_scores: bool) -> tuple[bool, list[str]]:
+    """Whether selection should pay off, and the reasons (one line per criterion).
+
+    (a) ``cosine_gain`` and (b) ``relative_lookahead_gain`` must each have a mean above
+    ``STANDARD_ERRORS`` standard errors; with ``needs_stable_scores`` (a method that learns
+    its weights online), (c) ``rank_corr_checkpoints`` must also be computed and at least
+    ``MIN_RANK_CORRELATION``.
+    """
     reasons, ok = [], True
     for name, key in (
-        ("(i) alignment gain", "alignment_gain"),
-        ("(ii) look-ahead gain", "lookahead_gain"),
+        ("(a) cosine gain", "cosine_gain"),
+        ("(b) relative look-ahead gain", "relative_lookahead_gain"),
     ):
         s = results[key]
-        positive = s["mean"] > STANDARD_ERRORS * s["stderr"]
+        positive = bool(s["mean"] > STANDARD_ERRORS * s["stderr"])  # False when stderr is nan
         ok &= positive
         reasons.append(
-            f"{name}: mean {s['mean']:.4g} +- {s['stderr']:.3g} -> "
+            f"{name}: {s['mean']:.4g} +- {s['stderr']:.3g} -> "
             f"{'clearly positive' if positive else 'not clearly positive'}"
         )
-    for key in ("rank_corr_target_batches", "rank_corr_checkpoints"):
-        if key not in results:
-            reasons.append(f"(iii) {key}: not computed")
-            continue
-        stable = results[key]["mean"] >= MIN_RANK_CORRELATION
+    if not needs_stable_scores:
+        reasons.append("(c) score stability: not required (scores are recomputed every step)")
+    elif "rank_corr_checkpoints" not in results:
+        ok = False
+        reasons.append(
+            "(c) score stability: required (weights learned online) but not computed: keep a "
+            "second checkpoint within the budget"
+        )
+    else:
+        rho = results["rank_corr_checkpoints"]["mean"]
+        stable = rho >= MIN_RANK_CORRELATION
         ok &= stable
         reasons.append(
-            f"(iii) {key}: {results[key]['mean']:.3f} -> "
-            f"{'stable' if stable else 'unstable'} (threshold {MIN_RANK_CORRELATION})"
+            f"(c) score stability: rank correlation {rho:.3f} -> "
+            f"{'stable' if stable else 'unstable'} (required: >= {MIN_RANK_CORRELATION})"
         )
     return bool(ok), reasons
 
 
 def choose_checkpoints(
-    steps: Sequence[int], warmup_steps: int, step: int | None = None
-) -> tuple[int, int | None]:
-    """The checkpoint to diagnose and the one to compare its scores with.
+    steps: Sequence[int], train_steps: int, step: int | None = None
+) -> tuple[int, int | None, bool]:
+    """The checkpoint to diagnose, the one to compare its scores with, and the budget check.
 
     Args:
       steps: the available checkpoint steps (any order, non-empty).
-      warmup_steps: the selection warm-up, ``config.select.warmup_steps``.
-      step: the requested step (``config.diagnose.step``), or None: the earliest
-        checkpoint at or after the warm-up (the latest one if none is).
+      train_steps: the training budget, ``config.train.steps``.
+      step: the requested step (``config.diagnose.step``), or None: the latest checkpoint
+        at or before ``BUDGET_FRACTION * train_steps``.
 
     Returns:
-      ``(step, comparison_step)``: comparison_step is the checkpoint just before
-      ``step``, or the one just after it when ``step`` is the first; None when there is
-      only one checkpoint.
+      ``(step, comparison_step, within_budget)``: comparison_step is the checkpoint just
+      before ``step``, else the one just after it if that is within the budget, else None.
 
     Raises:
-      ValueError: ``step`` is given and no checkpoint has it.
+      ValueError: ``step`` is given and no checkpoint has it, or none is within the budget.
     """
     steps = sorted(steps)
+    budget = BUDGET_FRACTION * train_steps
     if step is None:
-        chosen = next((s for s in steps if s >= warmup_steps), steps[-1])
+        early = [s for s in steps if s <= budget]
+        if not early:
+            raise ValueError(
+                f"No checkpoint at or before step {budget:g} ({BUDGET_FRACTION:.0%} of "
+                f"train.steps={train_steps}); available steps: {steps}. Save one that early "
+                "(checkpoint.every, checkpoint.keep) or pass config.diagnose.step."
+            )
+        chosen = early[-1]
     elif step in steps:
         chosen = step
     else:
@@ -216,39 +302,90 @@ def choose_checkpoints(
         )
     i = steps.index(chosen)
     if i > 0:
-        return chosen, steps[i - 1]
-    return chosen, steps[1] if len(steps) > 1 else None
+        comparison = steps[i - 1]
+    elif i + 1 < len(steps) and steps[i + 1] <= max(budget, chosen):
+        comparison = steps[i + 1]
+    else:
+        comparison = None
+    return chosen, comparison, chosen <= budget
+
+
+def restore_params_and_opt_state(workdir: pathlib.Path, step: int, opt_state_like):
+    """Parameters and optimiser state of checkpoint ``step`` of ``workdir``.
+
+    ``opt_state_like``: ``tx.init(params)`` (or its ``jax.eval_shape``); the saved state's
+    leaves are put back into its structure, which must match leaf for leaf.
+    """
+    root = workdir / "checkpoints"
+    manager = ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(create=False))
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    manager.close()
+    state = restored["state"]
+    saved_leaves = jax.tree.leaves(state["opt_state"])
+    structure = jax.tree.structure(opt_state_like)
+    expected = [tuple(x.shape) for x in jax.tree.leaves(opt_state_like)]
+    if [tuple(np.shape(x)) for x in saved_leaves] != expected:
+        raise ValueError(
+            f"The optimiser state saved at step {step} in {str(root)!r} does not match the "
+            "optimiser of this config (train.grad_clip and the optimiser must be the ones the "
+            "run trained with); diagnose with the run's own --config."
+        )
+    return state["params"], jax.tree.unflatten(structure, saved_leaves)
 
 
 def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
     """Computes the statistics at an early checkpoint; writes ``workdir/diagnose.json``.
 
-    The checkpoint is ``config.diagnose.step`` (default: see ``choose_checkpoints``).
-    The report holds ``checkpoint_step``, ``comparison_checkpoint_step`` (the second
-    checkpoint of ``rank_corr_checkpoints``, or None), ``num_batches``, ``big_batch``,
-    ``b``, ``eta``, ``statistics`` (``batch_statistics_summary``),
-    ``selection_expected_to_help`` and ``reasons`` (``verdict``).
+    The checkpoint is ``config.diagnose.step`` (default: ``choose_checkpoints``); a step
+    beyond ``BUDGET_FRACTION`` of ``train.steps`` is diagnosed with a warning and
+    ``within_budget: false``. The report holds ``checkpoint_step``,
+    ``comparison_checkpoint_step``, ``within_budget``, ``budget_fraction``, ``num_batches``,
+    ``big_batch``, ``b``, ``method``, ``needs_stable_scores`` (of ``config.method``),
+    ``statistics`` (``batch_statistics_summary``), ``selection_expected_to_help`` and
+    ``reasons`` (``verdict`` for ``config.method``), and ``verdicts``: both verdicts,
+    ``exact_scores`` (stability not required) and ``learned_weights`` (required), so a base
+    run's diagnosis answers for either kind of method.
 
     Raises:
       adaptive_data.validation.ConfigError: the config has values out of range.
     """
     validation.validate_config(config)
-    workdir_path = pathlib.Path(workdir).expanduser()
+    workdir_path = pathlib.Path(workdir).expanduser().absolute()
     steps = ckpt.checkpoint_steps(workdir_path)
     if not steps:
         raise FileNotFoundError(
             f"No checkpoint in {str(workdir_path)!r}: train first "
             "(--mode=train) with the same --config and --workdir."
         )
+    train_steps = int(config.train.steps)
     requested = (config.get("diagnose") or {}).get("step")
-    step, comparison_step = choose_checkpoints(steps, int(config.select.warmup_steps), requested)
+    step, comparison_step, within_budget = choose_checkpoints(steps, train_steps, requested)
+    if not within_budget:
+        logging.warning(
+            "Diagnosing step %d, beyond %.0f%% of train.steps=%d: the verdict is meant to be "
+            "available before that much of the budget is spent.",
+            step,
+            100 * BUDGET_FRACTION,
+            train_steps,
+        )
     corpus = sources.load_corpus(config.data)
     model = transformer.from_config(config.model)
     loss_fn = transformer.make_loss_fn(model)
+    tx = ts.make_optimizer(config.train)
+    method = methods.build(
+        config, model=model, tx=tx, domains=corpus.domains, target_domain=corpus.target_domain
+    )
+    abstract_params = jax.eval_shape(
+        lambda: transformer.init_params(model, jax.random.key(0), int(config.model.max_length))
+    )
+    # A method that keeps state learns its weights online from past scores.
+    needs_stable_scores = (
+        jax.eval_shape(method.init_state, jax.random.key(0), abstract_params) is not None
+    )
     b = int(config.train.batch_size)
     big_size = int(config.select.downsampling) * b
-    eta = float(config.train.learning_rate)
-    stats_fn = make_batch_statistics(loss_fn, b, eta)
+    target_size = int(config.train.target_batch_size)
+    stats_fn = make_batch_statistics(loss_fn, b, tx)
 
     def stream(split, size, offset):
         return iter(
@@ -263,31 +400,42 @@ def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
 
     def batches():
         generic = stream("generic_train", big_size, 11)
-        targets = stream("target_train", int(config.train.target_batch_size), 12)
-        heldout = stream("target_valid", int(config.train.target_batch_size), 13)
+        targets = stream("target_train", target_size, 12)
+        heldout_target = stream("target_valid", target_size, 13)
+        heldout_generic = stream("generic_valid", target_size, 14)
         for _ in range(num_batches):
-            yield tuple(
-                pipeline.device_view(next(it)) for it in (generic, targets, targets, heldout)
-            )
+            iterators = (generic, targets, targets, heldout_target, heldout_generic)
+            yield tuple(pipeline.device_view(next(it)) for it in iterators)
 
-    params = ckpt.restore_params(str(workdir_path), step=step)
-    previous = (
-        ckpt.restore_params(str(workdir_path), step=comparison_step)
-        if comparison_step is not None
-        else None
+    params, opt_state = restore_params_and_opt_state(
+        workdir_path, step, jax.eval_shape(tx.init, abstract_params)
     )
-    results = batch_statistics_summary(stats_fn, params, batches(), previous)
-    pays_off, reasons = verdict(results)
+    previous = None
+    if comparison_step is not None:
+        previous = ckpt.restore_params(str(workdir_path), step=comparison_step)
+    results = batch_statistics_summary(stats_fn, params, opt_state, batches(), previous)
+    # Both verdicts: a base run is diagnosed on behalf of the selection methods to come.
+    verdicts = {
+        kind: verdict(results, needs_stable_scores=needs)
+        for kind, needs in (("exact_scores", False), ("learned_weights", True))
+    }
+    pays_off, reasons = verdicts["learned_weights" if needs_stable_scores else "exact_scores"]
     report = {
         "checkpoint_step": step,
         "comparison_checkpoint_step": comparison_step,
+        "within_budget": within_budget,
+        "budget_fraction": step / train_steps,
         "num_batches": num_batches,
         "big_batch": big_size,
         "b": b,
-        "eta": eta,
+        "method": str(config.method),
+        "needs_stable_scores": needs_stable_scores,
         "statistics": results,
         "selection_expected_to_help": pays_off,
         "reasons": reasons,
+        "verdicts": {
+            kind: {"expected_to_help": v[0], "reasons": v[1]} for kind, v in verdicts.items()
+        },
     }
     if jax.process_index() == 0:
         (workdir_path / "diagnose.json").write_text(json.dumps(report, indent=2))
@@ -296,10 +444,10 @@ def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
         for k, s in sorted(results.items())
     ]
     logging.info(
-        "Diagnosis at step %d (checkpoints %s; comparison %s):\n%s\nVerdict: selection %s.\n%s",
+        "Diagnosis at step %d of %d (checkpoints %s):\n%s\nVerdict: selection %s.\n%s",
         step,
+        train_steps,
         steps,
-        comparison_step,
         "\n".join(lines),
         "is expected to help" if pays_off else "is not expected to help",
         "\n".join(reasons),

@@ -1,21 +1,23 @@
 """The when-does-selection-work test (docs/algorithms.md, "When does selection help").
 
-- ``verdict`` on hand-made results;
-- the choice of the diagnosed checkpoint and of the one its scores are compared with;
-- the statistics on toy linear problems whose answer is known: with a target gradient
-  independent of the generic examples, the alignment gain (i) measured against a held-out
-  target batch is zero up to noise (while measured against the scoring gradient it would
-  be positive by construction); with a planted subset aligned with the target, it is
-  clearly positive;
+- ``verdict`` on hand-made results, with and without the stability requirement;
+- the choice of the diagnosed checkpoint within 15% of the budget;
+- the statistics on a toy quadratic problem with a known answer: a target that sits in the
+  pool gives clearly positive gains; a target drawn from the pool's own distribution gives
+  gains that are zero up to noise; multiplying the loss by a constant leaves every
+  statistic unchanged; one batch's values match a numpy computation with closed-form
+  gradients and a hand-written Adam step;
 - an end-to-end diagnosis of a tiny training run (slow).
 """
 
 import json
+import math
 import os
 
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from adaptive_data import diagnose
@@ -29,178 +31,220 @@ def _stat(mean, stderr=0.01):
 
 def _results(**overrides):
     results = {
-        "alignment_gain": _stat(0.5),
         "cosine_gain": _stat(0.1),
-        "lookahead_gain": _stat(0.2),
-        "rank_corr_target_batches": _stat(0.9),
+        "relative_lookahead_gain": _stat(0.3),
         "rank_corr_checkpoints": _stat(0.8),
     }
     results.update(overrides)
     return results
 
 
-def test_verdict_all_clearly_positive_and_stable():
-    ok, reasons = diagnose.verdict(_results())
-    assert ok
-    assert len(reasons) == 4
+@pytest.mark.parametrize("needs_stable_scores", [False, True])
+def test_verdict_clearly_positive_and_stable(needs_stable_scores):
+    ok, reasons = diagnose.verdict(_results(), needs_stable_scores=needs_stable_scores)
+    assert ok and len(reasons) == 3
     assert all("not clearly" not in r and "unstable" not in r for r in reasons)
 
 
-def test_verdict_alignment_gain_within_noise_of_zero():
+@pytest.mark.parametrize("key", ["cosine_gain", "relative_lookahead_gain"])
+def test_verdict_gain_within_noise_of_zero(key):
     # Mean 0.015 is within 2 standard errors (0.02) of zero.
-    ok, reasons = diagnose.verdict(_results(alignment_gain=_stat(0.015, stderr=0.01)))
+    ok, reasons = diagnose.verdict(
+        _results(**{key: _stat(0.015, stderr=0.01)}), needs_stable_scores=False
+    )
     assert not ok
-    (line,) = [r for r in reasons if r.startswith("(i)")]
-    assert "not clearly positive" in line
-    assert any(r.startswith("(ii)") and "not clearly" not in r for r in reasons)
+    assert sum("not clearly positive" in r for r in reasons) == 1
 
 
-def test_verdict_lookahead_gain_negative():
-    ok, reasons = diagnose.verdict(_results(lookahead_gain=_stat(-0.3)))
-    assert not ok
-    assert any(r.startswith("(ii)") and "not clearly positive" in r for r in reasons)
+def test_verdict_nan_stderr_is_not_clearly_positive():
+    results = _results(relative_lookahead_gain={"mean": 0.5, "stderr": math.nan})
+    assert not diagnose.verdict(results, needs_stable_scores=False)[0]
 
 
-@pytest.mark.parametrize("key", ["rank_corr_target_batches", "rank_corr_checkpoints"])
-def test_verdict_unstable_rank_correlation(key):
-    ok, reasons = diagnose.verdict(_results(**{key: _stat(0.2)}))
-    assert not ok
-    (line,) = [r for r in reasons if key in r]
-    assert line.startswith("(iii)") and "unstable" in line
+def test_stability_is_required_only_for_learned_weights():
+    unstable = _results(rank_corr_checkpoints=_stat(0.2))
+    assert diagnose.verdict(unstable, needs_stable_scores=False)[0]
+    ok, reasons = diagnose.verdict(unstable, needs_stable_scores=True)
+    assert not ok and any(r.startswith("(c)") and "unstable" in r for r in reasons)
+    missing = _results()
+    del missing["rank_corr_checkpoints"]
+    assert diagnose.verdict(missing, needs_stable_scores=False)[0]
+    ok, reasons = diagnose.verdict(missing, needs_stable_scores=True)
+    assert not ok and any("not computed" in r for r in reasons)
 
 
-def test_verdict_without_checkpoint_comparison():
-    results = _results()
-    del results["rank_corr_checkpoints"]
-    ok, reasons = diagnose.verdict(results)
-    assert ok
-    assert any("rank_corr_checkpoints" in r and "not computed" in r for r in reasons)
-    del results["rank_corr_target_batches"]
-    results["alignment_gain"] = _stat(0.0)
-    assert not diagnose.verdict(results)[0]
+def test_ratio_of_means_with_constant_denominator_is_a_scaled_mean():
+    num = np.array([0.1, 0.3, 0.2, 0.6])
+    ratio = diagnose.ratio_of_means(num, np.full(4, 2.0))
+    assert ratio["mean"] == pytest.approx(num.mean() / 2.0)
+    assert ratio["stderr"] == pytest.approx(num.std(ddof=1) / 2.0 / 2.0)
 
 
 # ------------------------------------------------------------------ checkpoint choice
 
 
 @pytest.mark.parametrize(
-    "steps, warmup, step, expected",
+    "steps, train_steps, step, expected",
     [
-        ([0, 5, 10], 5, None, (5, 0)),  # earliest at/after warm-up; compared with the one before
-        ([10, 5], 5, None, (5, 10)),  # the first checkpoint: compared with the one after
-        ([5, 10], 6, None, (10, 5)),
-        ([2, 4], 5, None, (4, 2)),  # none at/after the warm-up: the latest
-        ([10], 0, None, (10, None)),  # a single checkpoint: no comparison
-        ([0, 5, 10], 5, 10, (10, 5)),  # config.diagnose.step
-        ([0, 5, 10], 5, 0, (0, 5)),
+        ([0, 5, 10, 100], 100, None, (10, 5, True)),  # latest at or before 15
+        ([15, 30], 100, None, (15, None, True)),  # first checkpoint; the next is beyond 15
+        ([15, 30], 200, None, (30, 15, True)),
+        ([10], 100, None, (10, None, True)),  # a single checkpoint: no comparison
+        ([10, 12, 50], 100, 10, (10, 12, True)),  # the next one is within the budget
+        ([5, 50], 100, 50, (50, 5, False)),  # config.diagnose.step beyond the budget
     ],
 )
-def test_choose_checkpoints(steps, warmup, step, expected):
-    assert diagnose.choose_checkpoints(steps, warmup, step) == expected
+def test_choose_checkpoints(steps, train_steps, step, expected):
+    assert diagnose.choose_checkpoints(steps, train_steps, step) == expected
 
 
-def test_choose_checkpoints_refuses_missing_step():
+def test_choose_checkpoints_refuses_missing_or_late_checkpoints():
     with pytest.raises(ValueError, match=r"available steps: \[5, 10\]"):
-        diagnose.choose_checkpoints([10, 5], 0, 7)
+        diagnose.choose_checkpoints([10, 5], 100, 7)
+    with pytest.raises(ValueError, match="15% of train.steps=100"):
+        diagnose.choose_checkpoints([20, 100], 100)
 
 
 # ------------------------------------------------------------------------ toy problems
 
-D, BIG, B, M, ETA, NUM_BATCHES = 16, 64, 8, 16, 0.1, 40
+D, BIG, B, M, NUM_BATCHES, LR = 12, 64, 8, 16, 48, 0.05
 
 
-def _linear_loss(params, batch):
-    """l_i(theta) = <x_i, theta>: grad l_i = x_i whatever theta."""
-    return batch["x"] @ params["theta"]
+def _quadratic_loss(scale):
+    """l_i(theta) = scale/2 ||theta - x_i||^2: grad l_i = scale (theta - x_i)."""
+
+    def loss_fn(params, batch):
+        return 0.5 * scale * jnp.sum((params["theta"][None, :] - batch["x"]) ** 2, axis=-1)
+
+    return loss_fn
 
 
-def _toy_batches(rng, *, direction=None, planted_fraction=0.0):
-    """NUM_BATCHES tuples (big, target_a, target_b, heldout) of {"x": float32[n, D]}.
+def _pool(rng, n, direction, share):
+    """n draws from the pool: N(0, I), a random ``share`` of them shifted by ``direction``."""
+    x = rng.normal(size=(n, D))
+    x[rng.random(n) < share] += direction
+    return x
 
-    Generic examples are N(0, I), except a random ``planted_fraction`` of them, which are
-    ``direction + N(0, I)``; target examples are ``direction + N(0, I)`` (N(0, I) when
-    ``direction`` is None), drawn independently of the generic ones.
+
+def _direction():
+    """c = 3 e_0: the shift of the target-like quarter of the pool."""
+    return 3.0 * np.eye(D)[0]
+
+
+def _toy_batches(rng, *, target_in_pool):
+    """(big, target_score, target_step, heldout_target, heldout_generic) tuples.
+
+    The pool is N(0, I) with a quarter of its examples shifted by c. Target in pool: the
+    target is c + N(0, I) (the shifted quarter). Negative control: the target is drawn
+    from the pool's own mixture.
     """
-    shift = np.zeros(D) if direction is None else direction
+    direction = _direction()
     batches = []
     for _ in range(NUM_BATCHES):
-        big = rng.normal(size=(BIG, D))
-        planted = rng.permutation(BIG)[: int(planted_fraction * BIG)]
-        big[planted] += shift
-        targets = [shift + rng.normal(size=(M, D)) for _ in range(3)]
-        batches.append(tuple({"x": jnp.asarray(x, jnp.float32)} for x in (big, *targets)))
+        big = _pool(rng, BIG, direction, 0.25)
+        if target_in_pool:
+            targets = [direction + rng.normal(size=(M, D)) for _ in range(3)]
+        else:
+            targets = [_pool(rng, M, direction, 0.25) for _ in range(3)]
+        generic = _pool(rng, M, direction, 0.25)
+        batches.append(tuple({"x": jnp.asarray(x)} for x in (big, *targets, generic)))
     return batches
 
 
-def _params(rng):
-    return {"theta": jnp.asarray(rng.normal(size=D), jnp.float32)}
+def _optimizer_state(tx, params, scale, rng):
+    """The Adam state after one small update (gradient ``scale * N(0, 0.1^2 I)``)."""
+    g0 = {"theta": jnp.asarray(0.1 * scale * rng.normal(size=D))}
+    return tx.update(g0, tx.init(params), params)[1]
 
 
-def test_toy_independent_target_gain_is_noise_but_in_sample_gain_is_not():
-    """The target gradient is independent of the generic examples, so no b of them is
-    better for the target than another: (i) against the held-out g_v must be zero up to
-    noise. Against the scoring gradient g_a (what the statistic used to measure), the
-    top b by <x_i, g_a> always beat a uniform b: clearly positive, on the same batches.
+def _run(scale, *, target_in_pool, seed=0):
+    rng = np.random.default_rng(seed)
+    batches = _toy_batches(rng, target_in_pool=target_in_pool)
+    # theta near the pool's mean 0.25 c: a random batch's gradient barely points along c.
+    params = {"theta": jnp.asarray(0.3 * rng.normal(size=D) + 0.25 * _direction())}
+    tx = optax.adam(LR)
+    opt_state = _optimizer_state(tx, params, scale, np.random.default_rng(seed + 100))
+    stats_fn = diagnose.make_batch_statistics(_quadratic_loss(scale), B, tx)
+    return diagnose.batch_statistics_summary(stats_fn, params, opt_state, batches)
 
-    (The verdict's own 2-standard-error rule for (i) is not asserted here: under this null
-    it calls about 1 run in 20 "clearly positive" by chance; (iii) rejects it anyway.)"""
-    rng = np.random.default_rng(0)
-    batches = _toy_batches(rng)
-    params = _params(rng)
-    stats_fn = diagnose.make_batch_statistics(_linear_loss, B, ETA)
-    results = diagnose.batch_statistics_summary(stats_fn, params, batches)
 
-    for key in ("alignment_gain", "cosine_gain", "lookahead_gain"):
-        s = results[key]
-        assert abs(s["mean"]) < 3 * s["stderr"], (key, s)
-    # For a linear loss, L_V(theta - eta g) = L_V(theta) - eta <g_v, g>: (ii) = eta * (i).
-    assert results["lookahead_gain"]["mean"] == pytest.approx(
-        ETA * results["alignment_gain"]["mean"], abs=1e-4
+def test_toy_target_in_pool_gains_are_clearly_positive(x64):
+    results = _run(1.0, target_in_pool=True)
+    for key in ("cosine_gain", "relative_lookahead_gain"):
+        assert results[key]["mean"] > 3 * results[key]["stderr"], (key, results[key])
+    assert diagnose.verdict(results, needs_stable_scores=False)[0]
+
+
+def test_toy_target_from_pool_distribution_gains_are_noise(x64):
+    """Held-out target and generic batches are exchangeable: both gains have mean 0."""
+    results = _run(1.0, target_in_pool=False)
+    for key in ("cosine_gain", "relative_lookahead_gain"):
+        assert abs(results[key]["mean"]) < 3 * results[key]["stderr"], (key, results[key])
+
+
+def test_toy_statistics_are_invariant_to_the_scale_of_the_loss(x64):
+    one, seven = _run(1.0, target_in_pool=True), _run(7.0, target_in_pool=True)
+    for key in ("cosine_gain", "relative_lookahead_gain", "cosine_target_selected"):
+        assert seven[key]["mean"] == pytest.approx(one[key]["mean"], rel=1e-6), key
+        assert seven[key]["stderr"] == pytest.approx(one[key]["stderr"], rel=1e-6), key
+    assert seven["target_step_gain"]["mean"] == pytest.approx(7 * one["target_step_gain"]["mean"])
+
+
+def _numpy_adam_step(theta, g0, g, lr, b1=0.9, b2=0.999, eps=1e-8):
+    """theta after Adam's second update (gradients g0 then g), written out by hand."""
+    mu = b1 * (1 - b1) * g0 + (1 - b1) * g
+    nu = b2 * (1 - b2) * g0**2 + (1 - b2) * g**2
+    return theta - lr * (mu / (1 - b1**2)) / (np.sqrt(nu / (1 - b2**2)) + eps)
+
+
+def test_toy_one_batch_matches_numpy_reference(x64):
+    rng = np.random.default_rng(3)
+    big, t_score, t_step, v, gen = (
+        np.asarray(x["x"]) for x in _toy_batches(rng, target_in_pool=True)[0]
     )
-    # Rankings under two independent random target gradients are unrelated.
-    assert abs(results["rank_corr_target_batches"]["mean"]) < 0.2
-    ok, reasons = diagnose.verdict(results)
-    assert not ok
-    assert any(r.startswith("(iii) rank_corr_target_batches") and "unstable" in r for r in reasons)
+    theta, g0 = rng.normal(size=D), rng.normal(size=D)
+    tx = optax.adam(LR)
+    params = {"theta": jnp.asarray(theta)}
+    opt_state = tx.update({"theta": jnp.asarray(g0)}, tx.init(params), params)[1]
+    stats_fn = diagnose.make_batch_statistics(_quadratic_loss(1.0), B, tx)
+    batch = tuple({"x": jnp.asarray(x)} for x in (big, t_score, t_step, v, gen))
+    values, scores = stats_fn(params, opt_state, *batch)
 
-    # The same gain measured against the scoring gradient g_a, computed directly.
-    in_sample = []
-    for big, target_a, _, _ in batches:
-        x, g_a = np.asarray(big["x"], np.float64), np.asarray(target_a["x"]).mean(axis=0)
-        scores = x @ g_a
-        top = np.argsort(-scores)[:B]
-        in_sample.append(x[top].mean(axis=0) @ g_a - x[:B].mean(axis=0) @ g_a)
-        _, module_scores = stats_fn(params, big, target_a, target_a, target_a)
-        np.testing.assert_allclose(module_scores["a"], scores, rtol=1e-4, atol=1e-4)
-    in_sample = np.asarray(in_sample)
-    assert in_sample.min() >= 0  # By construction: the top b of the scores.
-    stderr = in_sample.std(ddof=1) / np.sqrt(len(in_sample))
-    assert in_sample.mean() > 10 * stderr  # Far beyond noise (t ~ 20 here).
+    def grad(x):
+        return theta - x.mean(axis=0)
+
+    def loss(th, x):
+        return 0.5 * np.mean(np.sum((th - x) ** 2, axis=1))
+
+    def cos(u, w):
+        return u @ w / np.linalg.norm(u) / np.linalg.norm(w)
+
+    ref_scores = (theta - big) @ grad(t_score)
+    np.testing.assert_allclose(scores["current"], ref_scores, rtol=1e-9)
+    top = np.argsort(-ref_scores)[:B]
+    g_sel, g_rand = grad(big[top]), grad(big[:B])
+    cosine_gain = cos(g_sel, grad(v)) - cos(g_rand, grad(v))
+    cosine_gain -= cos(g_sel, grad(gen)) - cos(g_rand, grad(gen))
+    sel, rand = _numpy_adam_step(theta, g0, g_sel, LR), _numpy_adam_step(theta, g0, g_rand, LR)
+    lookahead = loss(rand, v) - loss(sel, v) - loss(rand, gen) + loss(sel, gen)
+    step_gain = loss(theta, v) - loss(_numpy_adam_step(theta, g0, grad(t_step), LR), v)
+    assert float(values["cosine_gain"]) == pytest.approx(cosine_gain, rel=1e-9)
+    assert float(values["lookahead_gain"]) == pytest.approx(lookahead, rel=1e-7)
+    assert float(values["target_step_gain"]) == pytest.approx(step_gain, rel=1e-7)
 
 
-def test_toy_planted_aligned_subset_gain_is_clearly_positive():
-    """A quarter of the generic examples and all target examples share a direction c:
-    the top b by alignment are mostly those, and help a held-out target batch."""
-    rng = np.random.default_rng(1)
-    direction = rng.normal(size=D)
-    direction *= 2.0 / np.linalg.norm(direction)
-    batches = _toy_batches(rng, direction=direction, planted_fraction=0.25)
-    params = _params(rng)
-    stats_fn = diagnose.make_batch_statistics(_linear_loss, B, ETA)
+def test_toy_rank_correlation_between_checkpoints(x64):
+    """Scores at theta and at theta + small noise agree; at an unrelated theta less so."""
+    rng = np.random.default_rng(4)
+    batches = _toy_batches(rng, target_in_pool=True)[:8]
+    params = {"theta": jnp.asarray(rng.normal(size=D))}
+    near = {"theta": params["theta"] + 1e-3}
+    tx = optax.adam(LR)
+    stats_fn = diagnose.make_batch_statistics(_quadratic_loss(1.0), B, tx)
     results = diagnose.batch_statistics_summary(
-        stats_fn, params, batches, previous_params=_params(rng)
+        stats_fn, params, tx.init(params), batches, previous_params=near
     )
-
-    for key in ("alignment_gain", "cosine_gain", "lookahead_gain"):
-        s = results[key]
-        assert s["mean"] > 3 * s["stderr"], (key, s)
-    # Scores of a linear loss do not depend on theta.
-    assert results["rank_corr_checkpoints"]["mean"] == pytest.approx(1.0)
-    ok, reasons = diagnose.verdict(results)
-    (line,) = [r for r in reasons if r.startswith("(i)")]
-    assert line.endswith("-> clearly positive")
-    # Both target gradients point along c, so the rankings agree: every test passes.
-    assert ok, reasons
+    assert results["rank_corr_checkpoints"]["mean"] > 0.99
 
 
 # --------------------------------------------------------------------------- end to end
@@ -217,56 +261,25 @@ def test_diagnose_writes_statistics_and_verdict(tfds_dir, tmp_path):
     config = run_config(
         tfds_dir,
         "runlocal",
-        **{
-            "train.steps": 10,
-            "checkpoint.every": 5,
-            "train.eval_every": 10,
-            "select.warmup_steps": 6,
-        },
+        **{"train.steps": 40, "checkpoint.every": 3, "checkpoint.keep": 20, "train.eval_every": 40},
     )
     train.train_and_evaluate(config, workdir)
-    steps = ckpt.checkpoint_steps(workdir)
-    assert 5 in steps and 10 in steps
+    assert {3, 6} <= set(ckpt.checkpoint_steps(workdir))
 
     report = diagnose.diagnose(config, workdir, num_batches=3)
     with open(os.path.join(workdir, "diagnose.json")) as f:
         saved = json.load(f)
-    assert set(saved) == {
-        "checkpoint_step",
-        "comparison_checkpoint_step",
-        "num_batches",
-        "big_batch",
-        "b",
-        "eta",
-        "statistics",
-        "selection_expected_to_help",
-        "reasons",
-    }
     assert saved["selection_expected_to_help"] == report["selection_expected_to_help"]
-    stats = saved["statistics"]
-    for key in (
-        "alignment_gain",
-        "cosine_gain",
-        "lookahead_gain",
-        "rank_corr_target_batches",
-        "rank_corr_checkpoints",
-    ):
-        assert key in stats and set(stats[key]) == {"mean", "stderr", "min", "max"}
-    assert all(np.isfinite(s["mean"]) for s in stats.values())
-    # Default: the earliest checkpoint at or after the selection warm-up (6).
-    assert saved["checkpoint_step"] == 10
-    assert saved["comparison_checkpoint_step"] == 5
+    # Default: the latest checkpoint at or before 15% of 40 steps.
+    assert (saved["checkpoint_step"], saved["comparison_checkpoint_step"]) == (6, 3)
+    assert saved["within_budget"] and saved["needs_stable_scores"] is False  # method=base
+    assert set(saved["verdicts"]) == {"exact_scores", "learned_weights"}
+    for key in ("cosine_gain", "relative_lookahead_gain", "rank_corr_checkpoints"):
+        assert np.isfinite(saved["statistics"][key]["mean"]), key
 
-    if "diagnose" in config:
-        config.diagnose.step = 5
-    else:
-        config.diagnose = ml_collections.ConfigDict({"step": 5})
-    report = diagnose.diagnose(config, workdir, num_batches=3)
-    assert report["checkpoint_step"] == 5
-    assert report["comparison_checkpoint_step"] == 10
-    with open(os.path.join(workdir, "diagnose.json")) as f:
-        assert json.load(f)["checkpoint_step"] == 5
-
+    config.diagnose = ml_collections.ConfigDict({"step": 9})
+    report = diagnose.diagnose(config, workdir, num_batches=2)
+    assert report["checkpoint_step"] == 9 and not report["within_budget"]
     config.diagnose.step = 7
     with pytest.raises(ValueError, match="available steps"):
-        diagnose.diagnose(config, workdir, num_batches=3)
+        diagnose.diagnose(config, workdir, num_batches=2)

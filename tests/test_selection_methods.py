@@ -94,18 +94,6 @@ def test_unknown_strategy_and_bad_downsampling_are_refused(tfds_dir, tmp_path):
         train.train_and_evaluate(config, str(tmp_path / "b"))
 
 
-def test_rank_correlation_matches_scipy():
-    import numpy as np
-    from scipy import stats
-
-    from adaptive_data import diagnose
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=50)
-    y = x + rng.normal(size=50)
-    assert diagnose.rank_correlation(x, y) == pytest.approx(stats.spearmanr(x, y)[0])
-
-
 @pytest.mark.parametrize("method", ["cds", "rho"])
 def test_reference_methods_load_the_parameters_of_their_workdirs(method, tfds_dir, reference_run):
     import jax
