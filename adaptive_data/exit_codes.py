@@ -7,6 +7,9 @@ code  name                        meaning; what to do
 0     -                           finished
 1     -                           any other error (the message says which)
 65    NO_RESTORABLE_CHECKPOINT    no checkpoint of the workdir restores; see message
+73    WORKDIR_IN_USE              another live run holds the workdir (its host, pid
+                                  and start are named); wait for it, stop it, or use
+                                  another --workdir. Nothing was written
 74    STORAGE                     a checkpoint/metrics write failed (disk full,
                                   read-only); free space, rerun the same command
 75    PREEMPTED                   SIGTERM: checkpoint saved; rerun the same command
@@ -20,6 +23,7 @@ Codes 74, 75 and 76 mean "rerun the same command" (after fixing the disk for 74)
 """
 
 NO_RESTORABLE_CHECKPOINT = 65
+WORKDIR_IN_USE = 73
 STORAGE = 74
 PREEMPTED = 75
 PEER_LOST = 76

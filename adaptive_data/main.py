@@ -69,9 +69,10 @@ class _HideLibraryInfo(std_logging.Filter):
 
 def _exit_code(error: BaseException) -> int | None:
     """The documented exit code of an expected stop (``exit_codes``); None otherwise."""
-    from adaptive_data import checkpoint, faults, validation
+    from adaptive_data import checkpoint, faults, validation, workdir_lock
 
     codes = (
+        (workdir_lock.WorkdirInUse, exit_codes.WORKDIR_IN_USE),
         (faults.Preempted, exit_codes.PREEMPTED),
         (faults.StorageError, exit_codes.STORAGE),
         (checkpoint.CheckpointError, exit_codes.NO_RESTORABLE_CHECKPOINT),
@@ -111,15 +112,16 @@ def main(argv):
         jax.device_count(),
         jax.devices(),
     )
-    from adaptive_data import diagnose, train
+    from adaptive_data import diagnose, train, workdir_lock
 
     try:
-        if _MODE.value == "train":
+        if _MODE.value == "train":  # holds the workdir's lock itself
             result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
         else:
-            result = diagnose.diagnose(
-                _CONFIG.value, _WORKDIR.value, num_batches=_DIAGNOSE_BATCHES.value
-            )
+            with workdir_lock.hold(_WORKDIR.value):  # it writes WORKDIR/diagnose.json
+                result = diagnose.diagnose(
+                    _CONFIG.value, _WORKDIR.value, num_batches=_DIAGNOSE_BATCHES.value
+                )
     except BaseException as error:
         code = _exit_code(error)
         # Multi-process: a lost peer exits here with PEER_LOST; else the others are told.
