@@ -298,7 +298,7 @@ def main(argv=None):
             f"(threshold {threshold})"
             for name, value, threshold, ok in checks
         ]
-        info["load_average_end"] = benchlib._loadavg()
+        info["load_average_end"] = benchlib.load_average()
         info["host_peak_rss_mb"] = benchlib.host_peak_rss_mb()
         header = (
             f"# bench_alignment: size {args.size}, b={b}, B={big}, {dtype}"

@@ -229,7 +229,7 @@ def main(argv=None):
                     row["x_base"] = row["pipelined_ms"] / base["pipelined_ms"]
                     row["x_base_synced"] = row["synced_ms"] / base["synced_ms"]
         text, md = benchlib.render_table(rows, COLUMNS)
-        info["load_average_end"] = benchlib._loadavg()
+        info["load_average_end"] = benchlib.load_average()
         info["host_peak_rss_mb"] = benchlib.host_peak_rss_mb()
         header = (
             f"# bench_throughput: size {args.size}, b={b}, k={args.downsampling}, {dtype}"
