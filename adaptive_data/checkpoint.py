@@ -14,10 +14,12 @@ result (model, method, data, optimiser, seeds, batch sizes); the keys in
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import math
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grain
@@ -26,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
+from orbax.checkpoint._src import asyncio_utils
 
 from adaptive_data import faults
 
@@ -89,6 +92,55 @@ def check_and_save_config(
         tmp.replace(path)
 
 
+# How long a failed restore waits for its other reads still in flight before giving up on them.
+_DRAIN_TIMEOUT_S = 60.0
+
+
+def _run_until_all_reads_end(coro):
+    """orbax's ``asyncio_utils._run_sync_via_new_loop``, except that the event loop is
+    closed only once every task still pending on it has ended.
+
+    Orbax runs a restore as one coroutine that gathers a read per array
+    (``asyncio.gather``) in a fresh event loop, and closes the loop as soon as the
+    coroutine returns. When one read fails (a truncated file), the gather raises at once
+    while the others are still in flight in tensorstore's threads; each of them, on
+    completion, calls ``loop.call_soon_threadsafe`` on the closed loop and prints an
+    ignored ``RuntimeError: Event loop is closed`` traceback. Here the loop first waits
+    (at most ``_DRAIN_TIMEOUT_S``) for those reads, and their errors are retrieved, so a
+    failed restore ends with nothing left to print.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            pending = asyncio.all_tasks(loop)
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=_DRAIN_TIMEOUT_S))
+                for task in pending:
+                    if task.done() and not task.cancelled():
+                        task.exception()  # retrieved: no "exception was never retrieved"
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+@contextlib.contextmanager
+def _reads_drained() -> Iterator[None]:
+    """While active, orbax's synchronous calls close their event loop only after all the
+    reads they started have ended (``_run_until_all_reads_end``)."""
+    original = getattr(asyncio_utils, "_run_sync_via_new_loop", None)
+    if original is None:  # another orbax version: nothing to replace
+        yield
+        return
+    asyncio_utils._run_sync_via_new_loop = _run_until_all_reads_end
+    try:
+        yield
+    finally:
+        asyncio_utils._run_sync_via_new_loop = original
+
+
 class CheckpointError(RuntimeError):
     """No checkpoint of a workdir that has some can be restored."""
 
@@ -126,7 +178,8 @@ class Checkpointer:
         items.update(
             {name: grain.checkpoint.CheckpointRestore(it) for name, it in iterators.items()}
         )
-        return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
+        with _reads_drained():  # a damaged checkpoint's failed reads end before we go on
+            return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
     def restore_latest_intact(
         self, abstract_state, iterators: Mapping[str, Any]
