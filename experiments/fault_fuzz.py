@@ -13,21 +13,38 @@ first.
 Prints a table and writes ``experiments/results/fault_fuzz.md``. Resumable: a method
 whose row is in ``WORKDIR/results.json`` is skipped. About 2 minutes per method on
 2 CPU cores (tiny model, 60 steps, a checkpoint every 3 steps).
+
+``--processes=2``: the same for 2-process runs (CPU collectives over loopback, one
+device per process), for the methods that need no other run (``MethodSpec.needs_runs``
+of ``adaptive_data.methods.METHODS``; default base, anograd, soba, align_filter). Each
+kill SIGKILLs process 0 or process 1 (at random); the survivor must exit on its own with
+``exit_codes.PEER_LOST`` within ``--peer_timeout_s`` plus a margin (its exit code and
+seconds after the kill are recorded), then both are relaunched with the same commands
+(process 0 takes the workdir's stale lock over). The final metrics must equal an
+uninterrupted 2-process run's. Writes ``experiments/results/fault_fuzz_multiprocess.md``.
+
+    nohup nice -n 10 python experiments/fault_fuzz.py --processes=2 \
+        --workdir /tmp/fault_fuzz_mp --tfds_data_dir /tmp/tfds > /tmp/fault_fuzz_mp.log &
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import benchlib
+
+from adaptive_data import exit_codes
+from adaptive_data.methods import METHODS
 
 REPO_ROOT = benchlib.REPO_ROOT
 STEPS = 60
@@ -99,6 +116,188 @@ def kill_once(cmd: list[str], workdir: pathlib.Path, kill_step: int, during_writ
     return {"step": last_step(workdir), "during_checkpoint_write": in_write}
 
 
+# ----------------------------------------------------------------------------- 2 processes
+
+# Methods of the 2-process fuzz when --methods is not given.
+MULTIPROCESS_METHODS = ("base", "anograd", "soba", "align_filter")
+# The survivor must exit within --peer_timeout_s plus this (a loaded 2-core machine).
+SURVIVOR_MARGIN_S = 60
+
+
+def standalone_methods() -> list[str]:
+    """Registered methods that need no other run's workdir (the 2-process fuzz's choice)."""
+    return [name for name, spec in METHODS.items() if not spec.needs_runs]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Job:
+    """Both processes of one launch of a 2-process run; their stderr in ``log_dir``."""
+
+    def __init__(self, cmd: list[str], log_dir: pathlib.Path, peer_timeout_s: float):
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = log_dir
+        port = _free_port()
+        env = {
+            **os.environ,
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+        }
+        self.procs = []
+        for i in range(2):
+            flags = (
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+                f"--peer_timeout_s={peer_timeout_s}",
+            )
+            with open(log_dir / f"process_{i}.err", "w") as err:
+                self.procs.append(
+                    subprocess.Popen(
+                        [*cmd, *flags],
+                        cwd=REPO_ROOT,
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                    )
+                )
+
+    def stderr(self, i: int) -> str:
+        return (self.log_dir / f"process_{i}.err").read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def wait(self, timeout_s: float) -> list[int]:
+        try:
+            return [p.wait(timeout=timeout_s) for p in self.procs]
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def run_job_to_end(cmd, log_dir, peer_timeout_s) -> Job:
+    job = Job(cmd, log_dir, peer_timeout_s)
+    codes = job.wait(timeout_s=1800)
+    if codes != [0, 0]:
+        raise RuntimeError(f"{' '.join(cmd)}: exit codes {codes}:\n{job.stderr(0)[-3000:]}")
+    return job
+
+
+def kill_one_process(cmd, workdir, log_dir, kill_step, during_write, peer_timeout_s, rng):
+    """Launches both processes, SIGKILLs one (at random) once the metrics reach
+    ``kill_step`` (after up to 0.3 s, or the moment a checkpoint is being written), and
+    waits for the survivor to exit on its own. Returns what happened."""
+    job = Job(cmd, log_dir, peer_timeout_s)
+    try:
+        deadline = time.time() + 900
+        while job.alive() and last_step(workdir) < kill_step and time.time() < deadline:
+            time.sleep(0.01)
+        if during_write:
+            while job.alive() and not checkpoint_in_flight(workdir):
+                time.sleep(0.001)
+        else:
+            time.sleep(rng.uniform(0.0, 0.3))
+        if not job.alive():
+            codes = [p.poll() for p in job.procs]
+            raise RuntimeError(f"a process ended before the kill ({codes}):\n{job.stderr(0)}")
+        victim = rng.randrange(2)
+        in_write = checkpoint_in_flight(workdir)
+        job.procs[victim].send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        job.procs[victim].wait()
+        survivor = job.procs[1 - victim]
+        try:
+            code = survivor.wait(timeout=peer_timeout_s + SURVIVOR_MARGIN_S)
+        except subprocess.TimeoutExpired:
+            code = None  # still running: a failure of the fuzz (recorded, then killed)
+        return {
+            "step": last_step(workdir),
+            "during_checkpoint_write": in_write,
+            "killed_process": victim,
+            "survivor_exit_code": code,
+            "survivor_exit_s": round(time.time() - killed_at, 1),
+        }
+    finally:
+        job.kill()
+
+
+def took_over_lock(log_dir: pathlib.Path) -> bool:
+    """Whether process 0 of the launch logged in ``log_dir`` took the workdir's lock over."""
+    err = (log_dir / "process_0.err").read_text(errors="replace")
+    return "Took over the lock of workdir" in err
+
+
+def fuzz_two_processes(method, root, tfds_dir, kills, peer_timeout_s, rng) -> dict:
+    """One method's 2-process fuzz: an uninterrupted run, ``kills`` killed launches each
+    relaunched, the final metrics compared."""
+    reference, killed, logs = (root / method / name for name in ("uninterrupted", "killed", "logs"))
+    shutil.rmtree(root / method, ignore_errors=True)
+    started = time.time()
+    run_job_to_end(command(reference, method, tfds_dir), logs / "uninterrupted", peer_timeout_s)
+    kill_steps = sorted(rng.sample(range(0, STEPS - 5), kills))
+    records = []
+    for i, step in enumerate(kill_steps):
+        record = kill_one_process(
+            command(killed, method, tfds_dir),
+            killed,
+            logs / f"kill_{i}",
+            step,
+            i % 2 == 1,
+            peer_timeout_s,
+            rng,
+        )
+        if i > 0:  # this launch followed a kill
+            record["relaunch_took_over_lock"] = took_over_lock(logs / f"kill_{i}")
+        records.append(record)
+        print(f"  {method} kill {i}: {record}", flush=True)
+    run_job_to_end(command(killed, method, tfds_dir), logs / "final", peer_timeout_s)
+    return {
+        "kills": records,
+        "final_took_over_lock": took_over_lock(logs / "final"),
+        "identical": rows(killed) == rows(reference),
+        "wall_s": round(time.time() - started),
+    }
+
+
+def multiprocess_table(results: dict) -> tuple[list[str], str]:
+    header = (
+        "| method | kills | of process 0 / 1 | during a checkpoint write | killed at steps "
+        "| survivors' exit codes | survivors' exit after kill (s) | final metrics |"
+    )
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
+    for method, r in results.items():
+        ks = r["kills"]
+        of_0 = sum(k["killed_process"] == 0 for k in ks)
+        during = sum(k["during_checkpoint_write"] for k in ks)
+        steps = ", ".join(str(k["step"]) for k in ks)
+        codes = ", ".join(str(k["survivor_exit_code"]) for k in ks)
+        times = ", ".join(f"{k['survivor_exit_s']:.1f}" for k in ks)
+        verdict = "identical" if r["identical"] else "**DIFFERENT**"
+        lines.append(
+            f"| {method} | {len(ks)} | {of_0} / {len(ks) - of_0} | {during} | {steps} "
+            f"| {codes} | {times} | {verdict} |"
+        )
+    identical = sum(r["identical"] for r in results.values())
+    all_kills = [k for r in results.values() for k in r["kills"]]
+    peer_lost = sum(k["survivor_exit_code"] == exit_codes.PEER_LOST for k in all_kills)
+    summary = (
+        f"{identical} of {len(results)} methods end bit-identical to an uninterrupted 2-process "
+        f"run after {len(all_kills)} SIGKILLs in all; {peer_lost} of {len(all_kills)} survivors "
+        f"exited on their own with exit code {exit_codes.PEER_LOST} (PEER_LOST)."
+    )
+    return lines, summary
+
+
 def rows(workdir: pathlib.Path) -> list[dict]:
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     return [
@@ -123,17 +322,23 @@ def references(root: pathlib.Path, tfds_dir: str) -> dict[str, str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default="/tmp/adaptive_data_fault_fuzz")
-    parser.add_argument("--methods", default=",".join(benchlib.SELECTION_METHODS))
+    parser.add_argument("--methods", default=None, help="default: see the module doc")
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tfds_data_dir", default=None, help="default: WORKDIR/tfds")
-    parser.add_argument("--out", default=str(REPO_ROOT / "experiments/results/fault_fuzz.md"))
+    parser.add_argument("--processes", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--peer_timeout_s", type=float, default=10.0, help="--processes=2")
+    parser.add_argument("--out", default=None, help="default: experiments/results/...md")
     args = parser.parse_args(argv)
     root = pathlib.Path(args.workdir)
     root.mkdir(parents=True, exist_ok=True)
     tfds_dir = args.tfds_data_dir or str(root / "tfds")
     results_file = root / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    if args.processes == 2:
+        return main_two_processes(args, root, tfds_dir, results_file, results)
+    args.methods = args.methods or ",".join(benchlib.SELECTION_METHODS)
+    args.out = args.out or str(REPO_ROOT / "experiments/results/fault_fuzz.md")
     chosen = benchlib.parse_list(args.methods, benchlib.SELECTION_METHODS)
     extra = references(root, tfds_dir) if {"cds", "rho"} & set(chosen) else {}
     rng = random.Random(args.seed)
@@ -186,6 +391,49 @@ def main(argv=None) -> int:
     pathlib.Path(args.out).write_text(text)
     print("\n".join(lines) + "\n" + summary)
     return 0 if identical == len(results) else 1
+
+
+def main_two_processes(args, root, tfds_dir, results_file, results) -> int:
+    chosen = benchlib.parse_list(
+        args.methods or ",".join(MULTIPROCESS_METHODS), standalone_methods()
+    )
+    rng = random.Random(args.seed)
+    for method in chosen:
+        if method in results:
+            print(f"{method}: done before, skipped")
+            continue
+        results[method] = fuzz_two_processes(
+            method, root, tfds_dir, args.kills, args.peer_timeout_s, rng
+        )
+        results_file.write_text(json.dumps(results, indent=2))
+        print(f"{method}: {results[method]}", flush=True)
+    lines, summary = multiprocess_table(results)
+    machine = benchlib.machine_info()
+    takeovers = sum(
+        k.get("relaunch_took_over_lock", False) for r in results.values() for k in r["kills"]
+    )
+    takeovers += sum(r["final_took_over_lock"] for r in results.values())
+    relaunches = sum(len(r["kills"]) for r in results.values())
+    text = (
+        "# Fault fuzzing of 2-process runs\n\n"
+        f"Command: `python experiments/fault_fuzz.py {' '.join(sys.argv[1:])}`\n\n"
+        f"Machine: {machine['cpu_count']} CPUs, jax {machine['jax']}; date "
+        f"{time.strftime('%Y-%m-%d')}. Two processes on one host (CPU collectives over "
+        f"loopback, one device each), tiny model (`runlocal`), {STEPS} steps, a checkpoint "
+        f"every 3 steps, one metrics row per step, `--peer_timeout_s={args.peer_timeout_s:g}`. "
+        "Each kill SIGKILLs one process (0 or 1 at random; every other kill the moment a "
+        "checkpoint is being written); the survivor exits on its own; both are relaunched "
+        f"with the same commands. Process 0 took the stale workdir lock over on {takeovers} of "
+        f"{relaunches} relaunches.\n\n" + "\n".join(lines) + f"\n\n{summary}\n"
+    )
+    out = args.out or str(REPO_ROOT / "experiments/results/fault_fuzz_multiprocess.md")
+    pathlib.Path(out).write_text(text)
+    print("\n".join(lines) + "\n" + summary)
+    passed = all(
+        r["identical"] and all(k["survivor_exit_code"] == exit_codes.PEER_LOST for k in r["kills"])
+        for r in results.values()
+    )
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
