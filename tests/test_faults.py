@@ -1,6 +1,7 @@
 """What pods do to runs, on the tiny model: preemption by SIGTERM, a damaged checkpoint,
 a full disk. Each test compares the final metrics with those of an uninterrupted run
-(``uninterrupted_run``: 160 steps, checkpoints every 40, keep 2).
+(``uninterrupted_run``: 160 steps, checkpoints every 40, keep 2); all but the metrics-row
+test (in-process, no run) are in the slow tier.
 """
 
 import errno
@@ -32,8 +33,6 @@ from conftest import (
     run_config,
 )
 
-pytestmark = pytest.mark.slow
-
 
 def _resume_config(tfds_dir):
     """The config of ``RESUME_FLAGS``, for in-process runs."""
@@ -60,6 +59,7 @@ def _assert_same_as_uninterrupted(workdir, uninterrupted_run):
 # ----------------------------------------------------------------------------- SIGTERM
 
 
+@pytest.mark.slow
 def test_sigterm_saves_exits_with_preempted_code_and_resumes_identically(
     uninterrupted_run, tfds_dir, tmp_path
 ):
@@ -123,6 +123,7 @@ def _garble_iterator_state(checkpoint: pathlib.Path) -> None:
 @pytest.mark.parametrize(
     "damage", [_truncate_largest_file, _delete_array_manifest, _garble_iterator_state]
 )
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_is_set_aside_and_run_ends_identical(
     damage, uninterrupted_run, tfds_dir, tmp_path, caplog
 ):
@@ -142,6 +143,7 @@ def test_damaged_latest_checkpoint_is_set_aside_and_run_ends_identical(
     _assert_same_as_uninterrupted(workdir, uninterrupted_run)
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_fallback_prints_its_warnings_and_no_traceback(
     uninterrupted_run, tfds_dir, tmp_path
 ):
@@ -187,6 +189,7 @@ gc.collect()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("drained", [False, True], ids=["orbax_as_is", "drained"])
 def test_failed_restore_leaves_no_reads_in_flight(tmp_path, drained):
     """Orbax as is: the reads in flight when the gather fails complete on a closed event
@@ -211,6 +214,7 @@ def test_failed_restore_leaves_no_reads_in_flight(tmp_path, drained):
         assert "RuntimeError: Event loop is closed" in result.stderr
 
 
+@pytest.mark.slow
 def test_no_restorable_checkpoint_names_each_and_moves_nothing(
     uninterrupted_run, tfds_dir, tmp_path
 ):
@@ -231,6 +235,7 @@ def test_no_restorable_checkpoint_names_each_and_moves_nothing(
 # ----------------------------------------------------------------------------- full disk
 
 
+@pytest.mark.slow
 def test_full_disk_during_checkpoint_keeps_earlier_work_and_resume_is_identical(
     uninterrupted_run, tfds_dir, tmp_path, monkeypatch
 ):

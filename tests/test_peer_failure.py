@@ -343,6 +343,7 @@ def test_survivor_exits_with_peer_lost(tfds_dir, tmp_path, victim):
 # -- the coordination service's child process -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_child_service_stops_when_told_and_when_orphaned(tmp_path):
     """``shutdown`` stops it at once; if its parent dies, it exits once nobody is
     connected (here: nobody ever was)."""
@@ -381,6 +382,7 @@ def test_child_service_stops_when_told_and_when_orphaned(tmp_path):
             _kill_if_alive(child)
 
 
+@pytest.mark.slow
 def test_child_service_reports_a_port_in_use():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

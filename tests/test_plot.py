@@ -138,6 +138,7 @@ def test_plot_metric_custom_x(workdirs, tmp_path):
     assert not (tmp_path / "bad.png").exists()
 
 
+@pytest.mark.slow
 def test_cli(workdirs, tmp_path):
     out = tmp_path / "cli"
     cmd = [
@@ -160,6 +161,7 @@ def test_cli(workdirs, tmp_path):
         _assert_png(path)
 
 
+@pytest.mark.slow
 def test_cli_missing_run(tmp_path):
     cmd = [
         sys.executable,

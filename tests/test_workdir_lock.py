@@ -88,6 +88,7 @@ def test_live_holder_in_this_process_is_refused_and_named(tmp_path):
     second.release()
 
 
+@pytest.mark.slow
 def test_live_holder_in_another_process_is_refused(tmp_path):
     holder = subprocess.Popen(
         [
@@ -112,6 +113,7 @@ def test_live_holder_in_another_process_is_refused(tmp_path):
     _fast_lock(tmp_path).acquire()  # the kernel dropped the flock; its pid is gone
 
 
+@pytest.mark.slow
 def test_lock_of_a_dead_process_of_this_host_is_taken_over(tmp_path, caplog):
     pid = _dead_pid()
     _write_record(tmp_path, host=HOST, pid=pid, heartbeat=time.time())  # fresh, but dead
