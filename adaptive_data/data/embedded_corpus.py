@@ -45,6 +45,7 @@ import lzma
 import math
 import operator
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -525,6 +526,49 @@ def _is_prepared(builder: AdaptiveDataEmbedded) -> bool:
     return builder.data_path.exists() and builder.is_prepared()
 
 
+def _variant_dir(config: EmbeddedCorpusConfig, data_dir: str | None) -> epath.Path:
+    """``<data_dir>/adaptive_data_embedded/<config>/<version>``, where it is prepared."""
+    from adaptive_data.data import sources
+
+    root = data_dir or sources._tfds_data_dirs(None)[0]
+    return epath.Path(root) / AdaptiveDataEmbedded.name / config.name / dataset_version()
+
+
+def _open_prepared(
+    config: EmbeddedCorpusConfig, data_dir: str | None
+) -> tuple[AdaptiveDataEmbedded | None, str | None]:
+    """``(builder, None)`` if prepared and intact, ``(None, None)`` if not prepared,
+    ``(None, why)`` if a prepared copy is there but damaged: unreadable or missing
+    metadata, a missing or truncated split file (``sources.prepared_damage``)."""
+    from adaptive_data.data import sources
+
+    variant = _variant_dir(config, data_dir)
+    try:
+        builder = _builder(config, data_dir)
+    except Exception as error:  # TFDS reads the metadata of a prepared copy here
+        if variant.exists():
+            return None, f"its metadata cannot be read ({type(error).__name__}: {error})"
+        raise
+    if not _is_prepared(builder):
+        if variant.exists() and any(variant.iterdir()):
+            return None, "its metadata (dataset_info.json) is missing"
+        return None, None
+    damage = sources.prepared_damage(builder, SPLITS)
+    return (builder, None) if damage is None else (None, damage)
+
+
+def _set_aside(variant: epath.Path) -> epath.Path:
+    """Moves a damaged prepared copy to ``<data_dir>/.adaptive_data_damaged/`` (outside
+    the TFDS tree, never deleted); returns where it went."""
+    root = variant.parent.parent.parent
+    name = f"{variant.parent.parent.name}-{variant.parent.name}-{variant.name}"
+    stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    target = root / ".adaptive_data_damaged" / f"{name}-{stamp}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    variant.rename(target)
+    return target
+
+
 class _CustomConfigNotice(logging.Filter):
     """Drops TFDS's "Using custom data configuration" warning: every variant of the
     embedded corpus is a config made at run time by design (``make_config``)."""
@@ -544,19 +588,18 @@ def _builder(config: EmbeddedCorpusConfig, data_dir: str | None) -> AdaptiveData
 
 
 @contextlib.contextmanager
-def _prepare_lock(builder: AdaptiveDataEmbedded) -> Iterator[None]:
-    """An exclusive file lock per config and version, so concurrent processes prepare once.
-
-    The lock lives in ``<data_dir>/.adaptive_data_locks/``, outside the TFDS tree.
+def _prepare_lock(variant: epath.Path) -> Iterator[None]:
+    """An exclusive file lock per config and version (``variant``:
+    ``<data_dir>/<name>/<config>/<version>``), so concurrent processes prepare (or repair)
+    once. The lock lives in ``<data_dir>/.adaptive_data_locks/``, outside the TFDS tree.
     """
-    variant = builder.data_path  # <data_dir>/<name>/<config>/<version>
     root = os.fspath(variant.parent.parent.parent)
     if "://" in root:  # remote file systems: no flock; rely on TFDS's atomic rename
         yield
         return
     lock_dir = os.path.join(root, ".adaptive_data_locks")
     os.makedirs(lock_dir, exist_ok=True)
-    lock_name = f"{builder.name}-{builder.builder_config.name}-{variant.name}.lock"
+    lock_name = f"{variant.parent.parent.name}-{variant.parent.name}-{variant.name}.lock"
     with open(os.path.join(lock_dir, lock_name), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -572,17 +615,36 @@ def get_builder(
     max_target_train: int = DEFAULT_MAX_TARGET_TRAIN,
     data_dir: str | None = None,
 ) -> AdaptiveDataEmbedded:
-    """The builder for these settings, prepared into ``data_dir`` if not already there."""
+    """The builder for these settings, prepared into ``data_dir`` if not already there.
+
+    A prepared copy that is damaged (unreadable or missing metadata, a missing or
+    truncated split file) is moved to ``<data_dir>/.adaptive_data_damaged/`` and the
+    corpus is prepared again in its place, with a warning.
+    """
     config = make_config(
         task, pool_target_share=pool_target_share, max_target_train=max_target_train
     )
-    builder = _builder(config, data_dir)
-    if _is_prepared(builder):
+    builder, damage = _open_prepared(config, data_dir)
+    if builder is not None:
         return builder
     # Surface an impossible share as ValueError before TFDS starts writing anything.
     _plan(config.task, config.pool_target_share, config.max_target_train)
-    with _prepare_lock(builder):
-        # Another process may have prepared it while we waited; a fresh builder reads it back.
+    variant = _variant_dir(config, data_dir)
+    with _prepare_lock(variant):
+        # Another process may have prepared (or repaired) it while we waited.
+        builder, damage = _open_prepared(config, data_dir)
+        if builder is not None:
+            return builder
+        if damage is not None:
+            moved = _set_aside(variant)
+            logging.getLogger(__name__).warning(
+                "The prepared embedded corpus (task %s, split files and metadata in %s) is "
+                "damaged: %s; moved it to %s and preparing it again in its place.",
+                config.task,
+                variant,
+                damage,
+                moved,
+            )
         builder = _builder(config, data_dir)
         if not _is_prepared(builder):
             builder.download_and_prepare(

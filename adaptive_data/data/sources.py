@@ -202,6 +202,63 @@ def _tfds_data_dirs(data_dir: str | None) -> list[str]:
         return [data_dir or constants.get_default_data_dir()]
 
 
+def prepared_damage(builder, splits: Sequence[str]) -> str | None:
+    """Why the prepared array_record files of ``splits`` of a TFDS ``builder`` cannot be
+    read, or None if each shard file is there and holds the number of records TFDS
+    recorded for it when it was built (``shard_lengths`` in ``dataset_info.json``).
+
+    Cheap: opening an array_record file reads only its footer. A truncated file (a full
+    disk, a killed copy) opens with fewer records than recorded, or not at all.
+    """
+    from array_record.python import array_record_module
+
+    for split in splits:
+        if split not in builder.info.splits:
+            return f"split {split!r} is missing from its metadata (dataset_info.json)"
+        info = builder.info.splits[split]
+        for path, expected in zip(info.filepaths, info.shard_lengths):
+            if not path.exists():
+                return f"split {split!r}: file {path.name} is missing"
+            try:
+                reader = array_record_module.ArrayRecordReader(str(path))
+                try:
+                    found = reader.num_records()
+                finally:
+                    reader.close()
+            except Exception as error:  # riegeli raises several types for one cause
+                detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                return f"split {split!r}: file {path.name} cannot be read ({detail})"
+            if found != expected:
+                return (
+                    f"split {split!r}: file {path.name} holds {found} records of the "
+                    f"{expected} written when it was built (truncated?)"
+                )
+    return None
+
+
+def _damaged_dataset_error(
+    name: str, split: str, directory, reason: str, key: str, data_dir: str | None
+) -> DataError:
+    build_dir = f" --data_dir={data_dir}" if data_dir else ""
+    return DataError(
+        f"The prepared TFDS dataset {name!r} (from {key}), split {split!r}, in {directory} "
+        f"cannot be read: {reason}. Its files are damaged or incomplete (a full disk, an "
+        "interrupted copy); nothing was changed. Restore the directory from a copy, or "
+        f"move it away and prepare the dataset again (`tfds build {name.split(':')[0]} "
+        f"--file_format=array_record{build_dir}`)."
+    )
+
+
+def _prepared_copies(name: str, data_dir: str | None) -> list[pathlib.Path]:
+    """Directories of ``name`` (``NAME[/CONFIG][:VERSION]``) under the TFDS data dirs."""
+    relative = name.split(":")[0]
+    return [
+        pathlib.Path(d) / relative
+        for d in _tfds_data_dirs(data_dir)
+        if "://" not in str(d) and (pathlib.Path(d) / relative).is_dir()
+    ]
+
+
 def _tfds_source(name: str, split: str, data_dir: str | None, spec: str, role: str):
     import tensorflow_datasets as tfds
 
@@ -223,6 +280,10 @@ def _tfds_source(name: str, split: str, data_dir: str | None, spec: str, role: s
             "(`tfds build NAME --file_format=array_record --data_dir=DIR`)."
         ) from e
     except Exception as e:  # a known builder with a bad config or version, ...
+        copies = _prepared_copies(name, data_dir)
+        if copies:  # there is a prepared copy, but its metadata cannot be read
+            reason = f"its metadata cannot be read ({type(e).__name__}: {e})"
+            raise _damaged_dataset_error(name, split, copies[0], reason, key, data_dir) from e
         raise DataError(
             f"Unknown TFDS dataset {name!r} (from {key}), data dir "
             f"{', '.join(repr(d) for d in _tfds_data_dirs(data_dir))}: {e}"
@@ -239,12 +300,19 @@ def _tfds_source(name: str, split: str, data_dir: str | None, spec: str, role: s
             f"TFDS dataset {name!r} has no split {split!r}; it has "
             f"{sorted(builder.info.splits)}. Set the config.data.*_split keys."
         )
+    if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+        raise DataError(
+            f"TFDS dataset {name!r} cannot be read by random access (it is prepared as "
+            f"{builder.info.file_format.value}). Prepare it with --file_format=array_record."
+        )
+    damage = prepared_damage(builder, [split])
+    if damage is not None:
+        raise _damaged_dataset_error(name, split, builder.data_dir, damage, key, data_dir)
     try:
         return builder.as_data_source(split=split)
     except Exception as e:
-        raise DataError(
-            f"TFDS dataset {name!r} cannot be read by random access ({e}). Prepare it with "
-            "--file_format=array_record."
+        raise _damaged_dataset_error(
+            name, split, builder.data_dir, f"{type(e).__name__}: {e}", key, data_dir
         ) from e
 
 
