@@ -1,4 +1,5 @@
-"""Every data-selection method runs in the driver, logs its diagnostics, and resumes exactly.
+"""Every data-selection method runs in the driver, logs its diagnostics, and resumes exactly
+(slow tier); the reference-model methods load the runs they are given.
 
 A resume is simulated by deleting the last checkpoint of a finished run (as if it had
 been killed after the previous one) and running the same config again: the metrics
@@ -13,8 +14,6 @@ import pytest
 from adaptive_data import methods, train
 
 from conftest import deterministic_rows, metrics_rows, run_config
-
-pytestmark = pytest.mark.slow
 
 SELECTING_METHODS = sorted(methods.names(selecting=True))
 # Diagnostics each method must log, beyond COMMON_KEYS.
@@ -39,16 +38,22 @@ COMMON_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def reference_run(tfds_dir, tmp_path_factory):
-    """A short base run: the scoring LMs of cds and rho (both references, for speed)."""
-    workdir = str(tmp_path_factory.mktemp("reference"))
-    train.train_and_evaluate(run_config(tfds_dir, **{"train.steps": 4}), workdir)
-    return workdir
+def reference_runs(tfds_dir, tmp_path_factory):
+    """Two short base runs of different seeds, so their models differ: cds's generic
+    scoring LM (seed 0) and its target LM and rho's reference (seed 1); as config overrides."""
+    workdirs = []
+    for seed in (0, 1):
+        workdir = str(tmp_path_factory.mktemp(f"reference_seed{seed}"))
+        train.train_and_evaluate(run_config(tfds_dir, **{"train.steps": 4, "seed": seed}), workdir)
+        workdirs.append(workdir)
+    generic, target = workdirs
+    return {"cds.generic_from": generic, "cds.target_from": target, "rho.reference_from": target}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", SELECTING_METHODS)
 def test_method_runs_logs_diagnostics_and_resumes_exactly(
-    method, tfds_dir, tmp_path, reference_run
+    method, tfds_dir, tmp_path, reference_runs
 ):
     workdir = str(tmp_path / method)
     config = run_config(
@@ -60,9 +65,7 @@ def test_method_runs_logs_diagnostics_and_resumes_exactly(
             "train.eval_every": 6,
             "train.log_every": 2,
             "select.warmup_steps": 2,
-            "cds.generic_from": reference_run,
-            "cds.target_from": reference_run,
-            "rho.reference_from": reference_run,
+            **reference_runs,
         },
     )
     train.train_and_evaluate(config, workdir)
@@ -79,6 +82,8 @@ def test_method_runs_logs_diagnostics_and_resumes_exactly(
             if k.startswith("mixture/alpha/") and k != "mixture/alpha_entropy"
         ]
         assert sum(alphas) == pytest.approx(1.0, abs=1e-5) and min(alphas) > 0
+    if method in ("cds", "rho"):  # two different models: the loss differences are not 0
+        assert abs(last["select/score_selected"]) > 1e-4
 
     shutil.rmtree(os.path.join(workdir, "checkpoints", "12"))
     train.train_and_evaluate(config, workdir)
@@ -94,8 +99,9 @@ def test_unknown_strategy_and_bad_downsampling_are_refused(tfds_dir, tmp_path):
         train.train_and_evaluate(config, str(tmp_path / "b"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["cds", "rho"])
-def test_reference_methods_load_the_parameters_of_their_workdirs(method, tfds_dir, reference_run):
+def test_reference_methods_load_the_parameters_of_their_workdirs(method, tfds_dir, reference_runs):
     import jax
     import numpy as np
 
@@ -104,39 +110,30 @@ def test_reference_methods_load_the_parameters_of_their_workdirs(method, tfds_di
     from adaptive_data import train_state as ts
     from adaptive_data.models import transformer
 
-    config = run_config(
-        tfds_dir,
-        f"method={method},runlocal",
-        **{
-            "cds.generic_from": reference_run,
-            "cds.target_from": reference_run,
-            "rho.reference_from": reference_run,
-        },
-    )
+    config = run_config(tfds_dir, f"method={method},runlocal", **reference_runs)
     model = transformer.from_config(config.model)
     built = methods.build(
         config, model=model, tx=ts.make_optimizer(config.train), domains=("a",), target_domain="a"
     )
     params = transformer.init_params(model, jax.random.key(0), config.model.max_length)
-    references = built.load_state(built.init_state(jax.random.key(1), params))
-    saved = ckpt.restore_params(reference_run)
-    loaded = [references.target] + ([references.generic] if method == "cds" else [])
-    for tree in loaded:
-        for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(saved)):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The reference methods read their workdirs only, never the target_train stream.
+    references = built.load_state(built.init_state(jax.random.key(1), params), target_train=None)
+    generic = jax.tree.leaves(ckpt.restore_params(reference_runs["cds.generic_from"]))
+    target = jax.tree.leaves(ckpt.restore_params(reference_runs["cds.target_from"]))
+    # The two runs' models differ: a swapped or shared reference fails below.
+    assert any(not np.array_equal(a, b) for a, b in zip(generic, target))
+    expected = {"target": target, **({"generic": generic} if method == "cds" else {})}
+    for field, saved in expected.items():
+        loaded = jax.tree.leaves(getattr(references, field))
+        assert len(loaded) == len(saved)
+        for a, b in zip(loaded, saved):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=field)
 
 
 def test_reference_methods_need_their_workdirs(tfds_dir):
-    from adaptive_data import methods
-    from adaptive_data import train_state as ts
-    from adaptive_data.models import transformer
+    from adaptive_data import validation
 
-    config = run_config(tfds_dir, "method=rho,runlocal")
-    with pytest.raises(ValueError, match=r"config.rho.reference_from='': must be the workdir"):
-        methods.build(
-            config,
-            model=transformer.from_config(config.model),
-            tx=ts.make_optimizer(config.train),
-            domains=("a",),
-            target_domain="a",
-        )
+    for method, key in (("rho", "rho.reference_from"), ("cds", "cds.generic_from")):
+        config = run_config(tfds_dir, f"method={method},runlocal")
+        with pytest.raises(ValueError, match=rf"config.{key}='': must be the workdir"):
+            validation.validate_config(config)
