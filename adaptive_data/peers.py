@@ -179,6 +179,10 @@ def exit_now(code: int, error: BaseException | None = None) -> None:
 
 def looks_like_lost_peer(error: BaseException) -> bool:
     """Whether ``error`` (or one of its causes) is an error a dead peer causes."""
+    from adaptive_data import workdir_lock
+
+    if isinstance(error, workdir_lock.WorkdirInUse):  # names the holder's "heartbeat"
+        return False
     return any(
         word in str(e).lower() for e in faults.error_chain(error) for word in _PEER_ERROR_WORDS
     )

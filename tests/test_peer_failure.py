@@ -8,6 +8,7 @@ sentence naming the lost process and the last checkpoint, and no abort dump.
 """
 
 import os
+import pathlib
 import re
 import signal
 import socket
@@ -18,7 +19,7 @@ import time
 
 import pytest
 
-from adaptive_data import exit_codes, peers
+from adaptive_data import exit_codes, peers, workdir_lock
 
 from conftest import REPO_ROOT
 
@@ -214,6 +215,9 @@ def test_errors_of_a_lost_peer_are_recognised():
     except RuntimeError as wrapped:
         assert peers.looks_like_lost_peer(wrapped)
     assert not peers.looks_like_lost_peer(KeyError("learning_rate"))
+    holder = {"host": "h", "pid": 1, "started": 0.0, "heartbeat": 0.0}
+    in_use = workdir_lock.WorkdirInUse(workdir_lock.refusal(pathlib.Path("/w"), holder, 5.0))
+    assert "heartbeat" in str(in_use) and not peers.looks_like_lost_peer(in_use)
 
 
 def test_jax_heartbeat_timeout_is_above_ours():
