@@ -37,10 +37,9 @@ def test_two_builds_of_one_config_give_the_same_state_and_the_seed_changes_it():
     state = _setup().initial_state()
     _assert_trees_equal(state, _setup().initial_state())
     other = _setup(seed=1).initial_state()
-    assert not np.array_equal(jax.tree.leaves(state.params)[0], jax.tree.leaves(other.params)[0])
-    assert not np.array_equal(
-        jax.tree.leaves(state.method_state)[0], jax.tree.leaves(other.method_state)[0]
-    )
+    for field in ("params", "method_state"):  # the weighting model phi is drawn too
+        a, b = jax.tree.leaves(getattr(state, field)), jax.tree.leaves(getattr(other, field))
+        assert any(not np.array_equal(x, y) for x, y in zip(a, b)), field
 
 
 def test_initial_state_follows_the_documented_keys():
@@ -48,7 +47,9 @@ def test_initial_state_follows_the_documented_keys():
     setup = _setup(seed=3)
     state = setup.initial_state()
     init_key, _ = jax.random.split(jax.random.key(3))
-    _assert_trees_equal(state.params, transformer.init_params(setup.model, init_key, 8))
+    expected = transformer.init_params(setup.model, init_key, 8)  # eager: round-off apart
+    for x, y in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(state.rng, jax.random.key_data(jax.random.key(3)))
     assert int(state.step) == 0
     assert state.method_state is not None  # anograd's weighting model and its optimiser
