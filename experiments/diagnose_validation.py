@@ -46,7 +46,7 @@ import time
 
 import numpy as np
 
-from adaptive_data import stats
+from adaptive_data import metrics, stats
 from adaptive_data.data import embedded_corpus
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -141,10 +141,7 @@ def driver_command(spec: TaskSpec, method: str, size: Size, workdir: pathlib.Pat
 
 def final_metrics(workdir: pathlib.Path, steps: int) -> dict | None:
     """The last eval row of a finished run (step == steps), else None."""
-    path = workdir / "metrics.jsonl"
-    if not path.exists():
-        return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = metrics.read_metrics(workdir, missing_ok=True)
     evals = [r for r in rows if r.get("step") == steps and "eval/target_bpb" in r]
     return evals[-1] if evals else None
 
@@ -219,7 +216,9 @@ def evaluate(rows: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def write_results(rows, summary, command, out: pathlib.Path, size: Size, wall_s: float):
+def write_results(
+    rows, summary, command, out: pathlib.Path, size: Size, wall_s: float, *, total_tasks: int
+):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,6 +244,11 @@ def write_results(rows, summary, command, out: pathlib.Path, size: Size, wall_s:
     lines = [
         "# Diagnose validation: predicted vs realised gain of selection",
         "",
+        *(
+            [f"**Partial: {len(rows)} of {total_tasks} tasks finished** (the run resumes).", ""]
+            if len(rows) < total_tasks
+            else []
+        ),
         f"Command: `{command}`",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
         f"date {datetime.date.today().isoformat()}; wall time {wall_s / 60:.0f} min.",
@@ -284,14 +288,25 @@ def main(argv=None) -> None:
     data_dir = args.data_dir or str(root / "tfds")
     specs = task_specs(args.quick)
     start, rows = time.time(), []
+    command = shlex.join(["python", "experiments/diagnose_validation.py", *(argv or sys.argv[1:])])
     for i, spec in enumerate(specs):
-        print(f"[{i + 1}/{len(specs)}] {spec.name} ({time.time() - start:.0f} s)", flush=True)
+        elapsed = time.time() - start
+        eta = f", ETA {elapsed / i * (len(specs) - i) / 60:.0f} min" if i else ""
+        print(f"[{i + 1}/{len(specs)}] {spec.name} ({elapsed:.0f} s{eta})", flush=True)
         task_start = time.time()
         rows.append(run_task(spec, size, root, data_dir))
         print(f"  done in {time.time() - task_start:.0f} s", flush=True)
-    summary = evaluate(rows)
-    command = shlex.join(["python", "experiments/diagnose_validation.py", *(argv or sys.argv[1:])])
-    write_results(rows, summary, command, pathlib.Path(args.out), size, time.time() - start)
+        # Tables after every task, so an interrupted validation still shows what it has.
+        summary = evaluate(rows)
+        write_results(
+            rows,
+            summary,
+            command,
+            pathlib.Path(args.out),
+            size,
+            time.time() - start,
+            total_tasks=len(specs),
+        )
     print(json.dumps(summary, indent=2))
 
 
