@@ -42,7 +42,11 @@ def run_config(tfds_dir, arg="runlocal", **overrides):
 
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory):
-    """One TFDS data dir per test session: the embedded corpus is prepared once per task."""
+    """One TFDS data dir per test session: the embedded corpus is prepared once per task.
+
+    Under pytest-xdist every worker is a session with its own base temp dir
+    (``.../popen-gw<N>``), so each worker prepares into its own dir: no two processes
+    write one dataset at once."""
     return str(tmp_path_factory.mktemp("tfds"))
 
 
