@@ -969,8 +969,11 @@ def target_report(target: str, rows, method_order: Sequence[str], extras) -> lis
     return lines
 
 
-def markdown_report(title: str, preset: Preset, rows, extras, command: str, note: str = "") -> str:
-    """The results file: protocol, then per target its notes, tables and plots."""
+def markdown_report(
+    title: str, preset: Preset, rows, extras, command: str, out: pathlib.Path, note: str = ""
+) -> str:
+    """The results file: protocol, then per target its notes, tables and the plots that
+    exist in ``out``."""
     info = benchlib.machine_info()
     targets = [t for t in preset.targets if any(r["target"] == t for r in rows)]
     shares = ", ".join(f"{t} {s}" for t, s in preset.pool_target_shares.items()) or "defaults"
@@ -1002,7 +1005,7 @@ def markdown_report(title: str, preset: Preset, rows, extras, command: str, note
         lines += target_report(target, here, GRID_METHODS, extras.get(target, {}))
         plots = [f"{target}_target_bpb.png", f"{target}_target_bpb_flops.png"]
         plots += [f"{target}_mixing_target_valid.png", f"{target}_finetune_target_valid.png"]
-        lines += [" ".join(f"![{p}]({p})" for p in plots), ""]
+        lines += [" ".join(f"![{p}]({p})" for p in plots if (out / p).exists()), ""]
     return "\n".join(lines) + "\n"
 
 
@@ -1221,6 +1224,7 @@ def main(argv=None) -> int:
             read_csv(pathlib.Path(args.report_from)),
             extras,
             command,
+            out,
             note + pilot_text,
         )
         (out / "results.md").write_text(report)
@@ -1286,7 +1290,7 @@ def main(argv=None) -> int:
         )
         write_plots(out, full, target)
         (out / "results.md").write_text(
-            markdown_report(args.preset, preset, rows, extras, command, pilot_text)
+            markdown_report(args.preset, preset, rows, extras, command, out, pilot_text)
         )
     print((out / "results.md").read_text())
     print(f"wrote {out}/results.csv, results.md and plots")
