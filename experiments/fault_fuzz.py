@@ -407,33 +407,39 @@ def main_two_processes(args, root, tfds_dir, results_file, results) -> int:
         )
         results_file.write_text(json.dumps(results, indent=2))
         print(f"{method}: {results[method]}", flush=True)
+        write_multiprocess_report(results, args.peer_timeout_s, args.out)  # after each method
+    passed = all(
+        r["identical"] and all(k["survivor_exit_code"] == exit_codes.PEER_LOST for k in r["kills"])
+        for r in results.values()
+    )
+    return 0 if passed else 1
+
+
+def write_multiprocess_report(results: dict, peer_timeout_s: float, out: str | None) -> None:
+    """Writes (and prints) the table of the 2-process fuzz's ``results``."""
     lines, summary = multiprocess_table(results)
     machine = benchlib.machine_info()
-    takeovers = sum(
-        k.get("relaunch_took_over_lock", False) for r in results.values() for k in r["kills"]
-    )
+    after_kill = [k for r in results.values() for k in r["kills"][1:]]
+    takeovers = sum(k["relaunch_took_over_lock"] for k in after_kill)
     takeovers += sum(r["final_took_over_lock"] for r in results.values())
-    relaunches = sum(len(r["kills"]) for r in results.values())
+    relaunches = len(after_kill) + len(results)
     text = (
         "# Fault fuzzing of 2-process runs\n\n"
         f"Command: `python experiments/fault_fuzz.py {' '.join(sys.argv[1:])}`\n\n"
         f"Machine: {machine['cpu_count']} CPUs, jax {machine['jax']}; date "
         f"{time.strftime('%Y-%m-%d')}. Two processes on one host (CPU collectives over "
         f"loopback, one device each), tiny model (`runlocal`), {STEPS} steps, a checkpoint "
-        f"every 3 steps, one metrics row per step, `--peer_timeout_s={args.peer_timeout_s:g}`. "
+        f"every 3 steps, one metrics row per step, `--peer_timeout_s={peer_timeout_s:g}`. "
         "Each kill SIGKILLs one process (0 or 1 at random; every other kill the moment a "
         "checkpoint is being written); the survivor exits on its own; both are relaunched "
-        f"with the same commands. Process 0 took the stale workdir lock over on {takeovers} of "
-        f"{relaunches} relaunches.\n\n" + "\n".join(lines) + f"\n\n{summary}\n"
+        "with the same commands. A relaunch finds the workdir lock left behind (and takes it "
+        "over, with a log line) when process 0 did not end through Python's normal exit "
+        f"(SIGKILLed, or a survivor leaving with `os._exit`): {takeovers} of {relaunches} "
+        "relaunches.\n\n" + "\n".join(lines) + f"\n\n{summary}\n"
     )
-    out = args.out or str(REPO_ROOT / "experiments/results/fault_fuzz_multiprocess.md")
+    out = out or str(REPO_ROOT / "experiments/results/fault_fuzz_multiprocess.md")
     pathlib.Path(out).write_text(text)
-    print("\n".join(lines) + "\n" + summary)
-    passed = all(
-        r["identical"] and all(k["survivor_exit_code"] == exit_codes.PEER_LOST for k in r["kills"])
-        for r in results.values()
-    )
-    return 0 if passed else 1
+    print("\n".join(lines) + "\n" + summary, flush=True)
 
 
 if __name__ == "__main__":
