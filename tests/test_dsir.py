@@ -85,9 +85,10 @@ def test_two_document_corpus_by_hand():
     np.testing.assert_allclose(got, log_w, rtol=1e-5, atol=1e-6)
     assert got[0] > 0 > got[1]
 
-    # Through the estimator: one update with the two documents, then scoring.
+    # Through the estimator: the target document counted up front, one update with the
+    # generic one, then scoring.
     method = dsir.dsir(m, smoothing=s)
-    phi = dsir.zero_counts(m)
+    phi = dsir.zero_counts(m)._replace(target_M=dsir.count_ngrams([{"inputs": inputs[0:1]}], m))
     state = method.init(phi)
     phi, state, metrics = method.update(
         phi, state, None, {"inputs": inputs[1:2]}, {"inputs": inputs[0:1]}, None
@@ -213,7 +214,7 @@ def test_target_like_example_scores_higher():
         ]
     )
     method = dsir.dsir(m)
-    phi = dsir.zero_counts(m)
+    phi = dsir.zero_counts(m)._replace(target_M=dsir.count_ngrams([{"inputs": target}], m))
     phi, _, metrics = method.update(
         phi, method.init(phi), None, {"inputs": generic}, {"inputs": target}, None
     )
