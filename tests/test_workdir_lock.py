@@ -90,21 +90,8 @@ def test_live_holder_in_this_process_is_refused_and_named(tmp_path):
 
 @pytest.mark.slow
 def test_live_holder_in_another_process_is_refused(tmp_path):
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from adaptive_data import workdir_lock\n"
-            "workdir_lock.WorkdirLock(sys.argv[1], settle_s=0).acquire()\n"
-            "print('held', flush=True); time.sleep(600)",
-            str(tmp_path),
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _hold_in_another_process(tmp_path)
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(workdir_lock.WorkdirInUse, match=f"pid {holder.pid}, since "):
             _fast_lock(tmp_path).acquire()
     finally:
@@ -314,30 +301,47 @@ def _stop_all(procs):
             p.wait()
 
 
+def _hold_in_another_process(workdir) -> subprocess.Popen:
+    """A process that holds ``workdir``'s lock until killed (a live run, as far as the
+    lock can tell), once it has printed ``held``."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from adaptive_data import workdir_lock\n"
+            "workdir_lock.WorkdirLock(sys.argv[1], settle_s=0).acquire()\n"
+            "print('held', flush=True); time.sleep(600)",
+            str(workdir),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
 @pytest.mark.slow
 def test_two_processes_refused_together_and_relaunch_after_sigkill(tfds_dir, tmp_path):
-    # A live 2-process run (paused while the second job runs: a long peer timeout keeps
-    # the pause from looking like a lost peer); it is also the uninterrupted reference.
+    # The uninterrupted reference.
     reference = tmp_path / "reference"
-    first = _launch_two(reference, tfds_dir, tmp_path / "first", peer_timeout_s=600)
+    assert _wait_all(_launch_two(reference, tfds_dir, tmp_path / "first", 10)) == [0, 0]
+
+    # A second 2-process job on a workdir that a live process holds: both refuse.
+    holder = _hold_in_another_process(reference)
     try:
-        _wait_for(reference / "checkpoints" / "8", first)
-        for p in first:
-            p.send_signal(signal.SIGSTOP)
         before = _snapshot(reference)
         second = _launch_two(reference, tfds_dir, tmp_path / "second", peer_timeout_s=10)
         codes = _wait_all(second, timeout_s=300)
         assert _snapshot(reference) == before
-        for p in first:
-            p.send_signal(signal.SIGCONT)
-        errs = [(tmp_path / "second" / f"err{i}.txt").read_text() for i in range(2)]
-        assert codes == [exit_codes.WORKDIR_IN_USE] * 2, errs[0][-2000:] + errs[1][-2000:]
-        lines = [_in_use_line(err, reference) for err in errs]
-        assert f"(host {HOST}, pid {first[0].pid}, since " in lines[0]
-        assert lines[0].split("Workdir ", 1)[1] == lines[1].split("Workdir ", 1)[1]
-        assert _wait_all(first) == [0, 0]
     finally:
-        _stop_all(first)
+        holder.kill()
+        holder.wait()
+    errs = [(tmp_path / "second" / f"err{i}.txt").read_text() for i in range(2)]
+    assert codes == [exit_codes.WORKDIR_IN_USE] * 2, errs[0][-2000:] + errs[1][-2000:]
+    lines = [_in_use_line(err, reference) for err in errs]
+    assert f"(host {HOST}, pid {holder.pid}, since " in lines[0]
+    assert lines[0].split("Workdir ", 1)[1] == lines[1].split("Workdir ", 1)[1]
 
     # SIGKILL process 0 (the lock's holder) after a checkpoint; process 1 stops on its own
     # (peer timeout); both relaunched: the lock is taken over, the run ends as the reference.
