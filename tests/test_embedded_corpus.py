@@ -184,6 +184,7 @@ def test_records_are_text_and_grain_ready(data_dir, prepared):
     assert all(isinstance(v, (bytes, str)) for v in record.values())
 
 
+@pytest.mark.slow
 def test_deterministic_across_data_dirs(tmp_path, prepared):
     # A second preparation, elsewhere, of the task with the smallest pool.
     task = "russian"
