@@ -63,8 +63,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from adaptive_data import checkpoint as ckpt
-from adaptive_data import methods, stats, validation
-from adaptive_data import train_state as ts
+from adaptive_data import run_setup, stats, validation
 from adaptive_data.core import alignment, derivatives, selection
 from adaptive_data.data import pipeline, sources
 from adaptive_data.models import transformer
@@ -333,6 +332,19 @@ def restore_params_and_opt_state(workdir: pathlib.Path, step: int, opt_state_lik
     return state["params"], jax.tree.unflatten(structure, saved_leaves)
 
 
+def learns_weights_online(setup: run_setup.RunSetup) -> bool:
+    """Whether the run's method keeps state (a weighting model, mixture weights, counts)
+    that it learns online from past scores: its verdict then needs stable scores across
+    checkpoints (``verdicts.learned_weights``); a method scoring afresh from the model at
+    every step (the exact filter) does not (``verdicts.exact_scores``)."""
+    return jax.eval_shape(setup.init_state).method_state is not None
+
+
+def verdict_kind(setup: run_setup.RunSetup) -> str:
+    """The key of ``diagnose.json``'s ``verdicts`` that applies to the run's method."""
+    return "learned_weights" if learns_weights_online(setup) else "exact_scores"
+
+
 def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
     """Computes the statistics at an early checkpoint; writes ``workdir/diagnose.json``.
 
@@ -369,19 +381,10 @@ def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
             train_steps,
         )
     corpus = sources.load_corpus(config.data)
-    model = transformer.from_config(config.model)
-    loss_fn = transformer.make_loss_fn(model)
-    tx = ts.make_optimizer(config.train)
-    method = methods.build(
-        config, model=model, tx=tx, domains=corpus.domains, target_domain=corpus.target_domain
-    )
-    abstract_params = jax.eval_shape(
-        lambda: transformer.init_params(model, jax.random.key(0), int(config.model.max_length))
-    )
-    # A method that keeps state learns its weights online from past scores.
-    needs_stable_scores = (
-        jax.eval_shape(method.init_state, jax.random.key(0), abstract_params) is not None
-    )
+    setup = run_setup.build(config, domains=corpus.domains, target_domain=corpus.target_domain)
+    loss_fn, tx = transformer.make_loss_fn(setup.model), setup.tx
+    abstract_params = jax.eval_shape(setup.init_state).params
+    needs_stable_scores = learns_weights_online(setup)
     b = int(config.train.batch_size)
     big_size = int(config.select.downsampling) * b
     target_size = int(config.train.target_batch_size)

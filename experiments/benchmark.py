@@ -78,9 +78,8 @@ TARGETS = ("python", "jargon", "russian")
 # Methods trained from scratch on generic data (finetune is step 3 of every run).
 GRID_METHODS = tuple(name for name in methods.names() if name != "finetune")
 SELECTION_METHODS = methods.names(selecting=True)
-# The compute-matched references, and the methods that score with reference runs.
+# The compute-matched references.
 BASELINES = ("base", "mixing")
-REFERENCE_METHODS = ("cds", "rho")
 VALID_KEY = "eval/target_valid_bpb"
 TEST_KEY = "eval/target_bpb"
 # A validation curve that ends this much (relative) above its minimum has turned upward;
@@ -356,9 +355,12 @@ def run_flops(per_step: Mapping[str, float], steps: int, warmup: int) -> float:
 def method_train_flops(preset: Preset, flops: Mapping[str, Mapping[str, float]], method) -> float:
     """Training FLOPs of ``method`` at the preset's steps, its reference runs included."""
     total = run_flops(flops[method], preset.steps, preset.selection_warmup)
-    if method in REFERENCE_METHODS:
-        total += run_flops(flops["base"], preset.steps, preset.selection_warmup)
-        total += run_flops(flops["finetune"], preset.finetune_steps, 0)
+    needs = methods.METHODS[method].needs_runs.values()
+    base_runs = {need.independent_seed for need in needs}  # one base run per seed used
+    total += len(base_runs) * run_flops(flops["base"], preset.steps, preset.selection_warmup)
+    total += sum(need.fine_tuned for need in needs) * run_flops(
+        flops["finetune"], preset.finetune_steps, 0
+    )
     return total
 
 
@@ -585,21 +587,20 @@ class Benchmark:
     # ------------------------------------------------------------------ configs
     def config(self, target: str, method: str, seed: int, steps: int | None = None) -> Any:
         config = run_config(self.preset, target, method, seed, self.args, steps)
-        if method in REFERENCE_METHODS:
+        if methods.METHODS[method].needs_runs:
             config = config_args.override(config, self.references(target, method, seed))
         return config
 
     def references(self, target: str, method: str, seed: int) -> dict[str, str]:
-        """The reference workdirs of ``cds`` / ``rho`` seed ``seed`` (see the module doc)."""
-        lr = self.finetune_lr(target)
-        if method == "cds":
-            generic = self.run_dir(target, "base", seed)
-            return {
-                "cds.generic_from": str(generic),
-                "cds.target_from": str(self.ft_dir(generic, lr)),
-            }
-        independent = self.run_dir(target, "base", reference_seed(seed, self.preset.seeds))
-        return {"rho.reference_from": str(self.ft_dir(independent, lr))}
+        """The workdirs of the runs ``method`` seed ``seed`` reads, as its ``needs_runs``
+        declare them: a base run of the same seed or of ``reference_seed`` (independent),
+        itself or its fine-tuned copy (see the module doc)."""
+        out = {}
+        for key, need in methods.METHODS[method].needs_runs.items():
+            base_seed = reference_seed(seed, self.preset.seeds) if need.independent_seed else seed
+            base = self.run_dir(target, "base", base_seed)
+            out[key] = str(self.ft_dir(base, self.finetune_lr(target)) if need.fine_tuned else base)
+        return out
 
     # ------------------------------------------------------------------ jobs
     def jobs(self, target: str) -> list[Job]:
@@ -642,7 +643,11 @@ class Benchmark:
             add_finetune(base0, seeds[0], lr)
         # 2. the other base seeds, rho's independent reference runs, every method.
         extra = []
-        if "rho" in self.grid_methods:
+        if any(
+            need.independent_seed
+            for method in self.grid_methods
+            for need in methods.METHODS[method].needs_runs.values()
+        ):
             extra = sorted({reference_seed(s, seeds) for s in seeds} - set(seeds))
         for seed in [*seeds[1:], *extra]:
             add_finetune(add_run("base", seed), seed)

@@ -35,6 +35,7 @@ import argparse
 import csv
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import pathlib
@@ -46,7 +47,7 @@ import time
 
 import numpy as np
 
-from adaptive_data import metrics, stats
+from adaptive_data import config_args, diagnose, metrics, run_setup, stats
 from adaptive_data.data import embedded_corpus
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -56,11 +57,11 @@ RESULTS_DIR = REPO_ROOT / "experiments" / "results" / "diagnose_validation"
 IN_POOL_SHARES = (0.10, 0.08, 0.06, 0.03)  # the largest a domain can supply is used
 MAX_TARGET_TRAIN = 32
 NEGATIVE_CONTROL_SEEDS = (0, 1, 2, 3)
-METHODS = ("base", "align_filter", "anograd")
+# The baseline first, then the selection methods whose gain over it is the outcome.
+COMPARED_METHODS = ("base", "align_filter", "anograd")
 DIAGNOSE_FRACTION = 0.10
 PREDICTOR = "cosine_gain"
 MARGIN = 0.005  # "selection helped": target_test bpb at least 0.5% below base's
-VERDICT_KIND = {"align_filter": "exact_scores", "anograd": "learned_weights"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +158,7 @@ def run(command: list[str], log: pathlib.Path) -> float:
 
 def run_task(spec: TaskSpec, size: Size, root: pathlib.Path, data_dir: str) -> dict:
     row = {"task": spec.name, "group": spec.group, "share": spec.share, "seed": spec.seed}
-    for method in METHODS:
+    for method in COMPARED_METHODS:
         workdir = root / spec.name / method
         workdir.mkdir(parents=True, exist_ok=True)
         if final_metrics(workdir, size.steps) is None:
@@ -184,12 +185,23 @@ def run_task(spec: TaskSpec, size: Size, root: pathlib.Path, data_dir: str) -> d
     row["relative_lookahead_gain_stderr"] = statistics["relative_lookahead_gain"]["stderr"]
     row["rank_corr_checkpoints"] = statistics.get("rank_corr_checkpoints", {}).get("mean")
     base_bpb = row["base_target_test_bpb"]
-    for method in METHODS[1:]:
+    for method in COMPARED_METHODS[1:]:
         gain = (base_bpb - row[f"{method}_target_test_bpb"]) / base_bpb
         row[f"{method}_gain"] = gain
         row[f"{method}_helped"] = gain > MARGIN
-        row[f"{method}_verdict"] = report["verdicts"][VERDICT_KIND[method]]["expected_to_help"]
+        row[f"{method}_verdict"] = report["verdicts"][verdict_kind(method)]["expected_to_help"]
     return row
+
+
+@functools.cache
+def verdict_kind(method: str) -> str:
+    """The verdict of the base run's diagnosis that speaks for ``method``: ``exact_scores``
+    or ``learned_weights`` (``diagnose.verdict_kind``, from the method's own state)."""
+    config = config_args.load_config(REPO_ROOT / "configs/default.py", f"runlocal,method={method}")
+    setup = run_setup.build(
+        config, domains=embedded_corpus.DOMAINS, target_domain=embedded_corpus.DOMAINS[0]
+    )
+    return diagnose.verdict_kind(setup)
 
 
 def evaluate(rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -197,7 +209,7 @@ def evaluate(rows: list[dict]) -> dict[str, dict[str, float]]:
     predictor = [r[PREDICTOR] for r in rows]
     groups = [r["group"] for r in rows]
     out = {}
-    for method in METHODS[1:]:
+    for method in COMPARED_METHODS[1:]:
         gains = [r[f"{method}_gain"] for r in rows]
         labels = [r[f"{method}_helped"] for r in rows]
         verdicts = [r[f"{method}_verdict"] for r in rows]
@@ -229,8 +241,8 @@ def write_results(
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    fig, axes = plt.subplots(1, len(METHODS) - 1, figsize=(10, 4), sharey=True)
-    for ax, method in zip(axes, METHODS[1:]):
+    fig, axes = plt.subplots(1, len(COMPARED_METHODS) - 1, figsize=(10, 4), sharey=True)
+    for ax, method in zip(axes, COMPARED_METHODS[1:]):
         for r in rows:
             color = "tab:gray" if r["group"] == "pool" else "tab:blue"
             ax.scatter(r[PREDICTOR], 100 * r[f"{method}_gain"], color=color)

@@ -43,7 +43,7 @@ import time
 
 import benchlib
 
-from adaptive_data import exit_codes
+from adaptive_data import exit_codes, metrics
 from adaptive_data.methods import METHODS
 
 REPO_ROOT = benchlib.REPO_ROOT
@@ -299,23 +299,39 @@ def multiprocess_table(results: dict) -> tuple[list[str], str]:
 
 
 def rows(workdir: pathlib.Path) -> list[dict]:
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    """The run's metrics rows without the wall-clock rate (the rest must match exactly)."""
     return [
-        {k: v for k, v in json.loads(line).items() if k != "steps_per_sec"}
-        for line in lines
-        if line.strip()
+        {k: v for k, v in row.items() if k != "steps_per_sec"}
+        for row in metrics.read_metrics(workdir)
     ]
 
 
-def references(root: pathlib.Path, tfds_dir: str) -> dict[str, str]:
-    """A base run and its fine-tuned copy: the scoring models of cds and rho."""
-    base, tuned = root / "_base", root / "_base_finetuned"
-    run_to_end(command(base, "base", tfds_dir))
-    tune_flags = (f"--config.finetune.init_from={base}", "--config.train.steps=20")
-    run_to_end(command(tuned, "finetune", tfds_dir, flags=tune_flags))
+def references(root: pathlib.Path, tfds_dir: str, chosen) -> dict[str, tuple[str, ...]]:
+    """``method -> flags`` giving each chosen method the runs its ``needs_runs`` declare:
+    a base run (of seed 0, or of seed 1 where the need is an independent seed) or its
+    fine-tuned copy, each made once."""
+    made: dict[tuple[int, bool], pathlib.Path] = {}
+
+    def run(seed: int, fine_tuned: bool) -> pathlib.Path:
+        if (seed, fine_tuned) not in made:
+            base = root / f"_base_seed{seed}"
+            if (seed, False) not in made:
+                run_to_end(command(base, "base", tfds_dir, f"--config.seed={seed}"))
+                made[seed, False] = base
+            if fine_tuned:
+                tuned = root / f"_base_seed{seed}_finetuned"
+                tune_flags = (f"--config.finetune.init_from={base}", "--config.train.steps=20")
+                run_to_end(command(tuned, "finetune", tfds_dir, flags=tune_flags))
+                made[seed, True] = tuned
+        return made[seed, fine_tuned]
+
     return {
-        "cds": (f"--config.cds.generic_from={base}", f"--config.cds.target_from={tuned}"),
-        "rho": (f"--config.rho.reference_from={tuned}",),
+        method: tuple(
+            f"--config.{key}={run(int(need.independent_seed), need.fine_tuned)}"
+            for key, need in METHODS[method].needs_runs.items()
+        )
+        for method in chosen
+        if METHODS[method].needs_runs
     }
 
 
@@ -340,7 +356,7 @@ def main(argv=None) -> int:
     args.methods = args.methods or ",".join(benchlib.SELECTION_METHODS)
     args.out = args.out or str(REPO_ROOT / "experiments/results/fault_fuzz.md")
     chosen = benchlib.parse_list(args.methods, benchlib.SELECTION_METHODS)
-    extra = references(root, tfds_dir) if {"cds", "rho"} & set(chosen) else {}
+    extra = references(root, tfds_dir, chosen)
     rng = random.Random(args.seed)
     for method in chosen:
         if method in results:

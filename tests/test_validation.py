@@ -8,7 +8,7 @@ import pytest
 from tensorflow_datasets.core import constants as tfds_constants
 
 from adaptive_data import config_args, diagnose, methods, run_setup
-from adaptive_data.data import sources
+from adaptive_data.data import embedded_corpus, sources
 from adaptive_data.validation import ConfigError, rules, validate_config, violations
 
 from conftest import REPO_ROOT
@@ -42,7 +42,7 @@ BAD_VALUES = [
     ("seed", -1, "an int >= 0"),
     ("data.generic", "hf:c4", "a data spec: 'embedded', 'tfds:NAME[/CONFIG][:VERSION]'"),
     ("data.target", "tfds:", "a data spec: 'embedded'"),
-    ("data.task", "klingon", "one of ('jargon', 'python', 'russian')"),
+    ("data.task", "klingon", f"one of {tuple(sorted(embedded_corpus.TASKS))}"),
     ("data.pool_target_share", 1.0, "a number in [0, 1) or None"),
     ("data.max_target_train", 0, "an int >= 1"),
     ("data.text_key", "", "a non-empty string"),

@@ -70,6 +70,28 @@ class MethodContext:
 
 
 @dataclasses.dataclass(frozen=True)
+class NeededRun:
+    """Another run whose workdir a method reads (a value of ``MethodSpec.needs_runs``).
+
+    What it declares is enough for a driver (``experiments/benchmark.py``,
+    ``experiments/fault_fuzz.py``) to make the run without knowing the method:
+
+    Attributes:
+      description: what the run is, for error messages and docs.
+      fine_tuned: False: a ``base`` run (generic data only); True: such a run fine-tuned
+        on target_train (``finetune``, best checkpoint by target_valid).
+      independent_seed: the base run must have another seed (parameter init and generic
+        data order) than the run that reads it, so its model never trained on the
+        generic examples that run scores in the same order (RHO-LOSS's irreducible-loss
+        model); False: the same seed (CDS's published protocol).
+    """
+
+    description: str
+    fine_tuned: bool = False
+    independent_seed: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class MethodSpec:
     """A registry entry: everything that belongs to one method.
 
@@ -85,10 +107,11 @@ class MethodSpec:
       config_key: where the block goes, ``config.<config_key>`` ('' = ``name``).
       rules: ``config_rules.Rule``s of the block's keys (dotted from the config root),
         applied by ``adaptive_data.validation.validate_config`` to every config.
-      needs_runs: dotted config key -> the run whose workdir it holds (e.g.
-        ``{"rho.reference_from": "a run trained on target_train"}``): the key must be
-        a non-empty path when ``config.method == name`` (a rule added by the registry),
-        and sweeps of independent runs leave the method out.
+      needs_runs: dotted config key -> ``NeededRun``, the run whose workdir it holds
+        (e.g. ``{"rho.reference_from": NeededRun("...", fine_tuned=True,
+        independent_seed=True)}``): the key must be a non-empty path when
+        ``config.method == name`` (a rule added by the registry), sweeps of independent
+        runs leave the method out, and the benchmark makes the runs it declares.
     """
 
     name: str
@@ -98,7 +121,7 @@ class MethodSpec:
     defaults: Callable[[Any], ml_collections.ConfigDict] | None = None
     config_key: str = ""
     rules: tuple[Rule, ...] = ()
-    needs_runs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    needs_runs: Mapping[str, NeededRun] = dataclasses.field(default_factory=dict)
 
     @property
     def block(self) -> str:
@@ -113,7 +136,8 @@ class MethodSpec:
     def all_rules(self) -> tuple[Rule, ...]:
         """``rules`` plus one workdir rule per key of ``needs_runs``."""
         return self.rules + tuple(
-            Rule(key, *workdir(self.name, what)) for key, what in self.needs_runs.items()
+            Rule(key, *workdir(self.name, need.description))
+            for key, need in self.needs_runs.items()
         )
 
     def __call__(self, config, context: MethodContext) -> Method:
@@ -148,10 +172,14 @@ def _check_spec(spec) -> None:
         problems.append("rules must be a tuple of adaptive_data.config_rules.Rule")
     if not (
         isinstance(spec.needs_runs, Mapping)
-        and all(isinstance(k, str) and "." in k for k in spec.needs_runs)
+        and all(
+            isinstance(k, str) and "." in k and isinstance(v, NeededRun)
+            for k, v in spec.needs_runs.items()
+        )
     ):
         problems.append(
-            "needs_runs must map dotted config keys (e.g. 'rho.reference_from') to descriptions"
+            "needs_runs must map dotted config keys (e.g. 'rho.reference_from') to "
+            "adaptive_data.methods.NeededRun values"
         )
     if problems:
         raise ValueError(f"Malformed MethodSpec {spec.name!r}: " + "; ".join(problems) + ".")
@@ -759,7 +787,9 @@ register(
         _finetune,
         "target_train only, from a pretrained workdir, best checkpoint by target_valid",
         defaults=_finetune_defaults,
-        needs_runs={"finetune.init_from": "a pretrained run (e.g. a base run) to start from"},
+        needs_runs={
+            "finetune.init_from": NeededRun("a pretrained run (e.g. a base run) to start from")
+        },
     )
 )
 register(
@@ -880,8 +910,10 @@ register(
         scorer="lm_forward",
         defaults=_cds_defaults,
         needs_runs={
-            "cds.generic_from": "a base run (generic data; experiments/benchmark.py makes it)",
-            "cds.target_from": _TARGET_RUN,
+            "cds.generic_from": NeededRun(
+                "a base run (generic data; experiments/benchmark.py makes it)"
+            ),
+            "cds.target_from": NeededRun(_TARGET_RUN, fine_tuned=True),
         },
     )
 )
@@ -907,7 +939,14 @@ register(
         "theta_ref trained on target_train",
         scorer="lm_forward",
         defaults=_rho_defaults,
-        needs_runs={"rho.reference_from": _TARGET_RUN},
+        # The irreducible-loss model never trains on the scored run's generic stream.
+        needs_runs={
+            "rho.reference_from": NeededRun(
+                _TARGET_RUN + "; from a base run of another seed than the rho run",
+                fine_tuned=True,
+                independent_seed=True,
+            )
+        },
     )
 )
 
