@@ -59,12 +59,25 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Values of a key that a later version added in its "off" state (e.g. extra_modules=()):
+# a run saved before the key existed behaved the same, so resuming it is allowed.
+_EMPTY_VALUES = (None, "", [], ())
+
+
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Keys (dotted) whose values differ and that are not harmless, with both values."""
+    """Keys (dotted) whose values differ and that are not harmless, with both values.
+
+    A key on one side only is no difference when its value on the other is empty (None,
+    '', [] or ()): a setting added by a later version of the library, left off.
+    """
     old, new = _flatten(saved), _flatten(current)
     diffs = []
     for key in sorted(set(old) | set(new)):
         if any(key == h or (h.endswith(".") and key.startswith(h)) for h in HARMLESS_KEYS):
+            continue
+        if (key not in old and new[key] in _EMPTY_VALUES) or (
+            key not in new and old[key] in _EMPTY_VALUES
+        ):
             continue
         if old.get(key, "<absent>") != new.get(key, "<absent>"):
             diffs.append(f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
