@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from adaptive_data.core import outer as classifier_lib
 from adaptive_data.core.outer import base
-from adaptive_data.core.outer import classifier as classifier_lib
 from adaptive_data.models import weighting
 
 

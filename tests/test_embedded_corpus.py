@@ -276,10 +276,13 @@ def test_unknown_task_or_split(tmp_path):
 
 def test_runtime_configs(tmp_path):
     registered = {c.name: c for c in ec.AdaptiveDataEmbedded.BUILDER_CONFIGS}
+    # One registered config per task, at its default pool share: python's 0.02, the other
+    # domains absent from the pool, and the negative control 'pool'.
+    others = ("computing", "dictionary", "fortunes", "jargon", "manpages", "russian", "wordnet")
     assert set(registered) == {
         "python-share0.02-tt1000",
-        "jargon-share0-tt1000",
-        "russian-share0-tt1000",
+        "pool-share0-tt1000",
+        *(f"{domain}-share0-tt1000" for domain in others),
     }
     assert ec.make_config("python") is registered["python-share0.02-tt1000"]
     assert ec.make_config("python", pool_target_share=0.02) is registered["python-share0.02-tt1000"]
