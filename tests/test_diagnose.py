@@ -286,15 +286,17 @@ def test_diagnose_writes_statistics_and_verdict(tfds_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_diagnose_validation_quick_smoke(tfds_dir, tmp_path):
+def test_diagnose_validation_quick_smoke(tfds_dir, tmp_path, monkeypatch):
     """experiments/diagnose_validation.py --quick: 2 tasks end to end, then resumes for free."""
     import csv
     import importlib.util
     import pathlib
+    import sys
 
     path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "diagnose_validation.py"
     spec = importlib.util.spec_from_file_location("diagnose_validation", path)
     validation_script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, validation_script)  # dataclasses look it up
     spec.loader.exec_module(validation_script)
     args = ["--quick", f"--root={tmp_path / 'runs'}", f"--data_dir={tfds_dir}"]
     validation_script.main([*args, f"--out={tmp_path / 'out'}"])
