@@ -2,10 +2,12 @@
 validation curve, paired statistics in the tables, rho's independent reference, and the
 grid's method list (the end-to-end run is the quick preset in CI)."""
 
+import dataclasses
 import math
 import sys
 import types
 
+import pytest
 import scipy.stats
 
 from conftest import REPO_ROOT
@@ -148,3 +150,10 @@ def test_rho_reference_is_an_independent_base_run_not_the_scored_seeds():
     # cds keeps its published protocol: the generic model is base seed s itself.
     cds = bench.references("python", "cds", 1)
     assert cds["cds.generic_from"] == str(bench.run_dir("python", "base", 1))
+
+
+def test_a_preset_without_a_checkpoint_in_the_diagnose_budget_is_refused():
+    # 15% of 100 steps is step 15: evaluations (and checkpoints) every 20 steps miss it.
+    with pytest.raises(ValueError, match="eval_every <= 15"):
+        dataclasses.replace(benchmark.PRESETS["quick"], steps=100, eval_every=20)
+    assert dataclasses.replace(benchmark.PRESETS["quick"], steps=100, eval_every=15).steps == 100
