@@ -77,6 +77,13 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGETS = ("python", "jargon", "russian")
 # Methods trained from scratch on generic data (finetune is step 3 of every run).
 GRID_METHODS = tuple(name for name in methods.names() if name != "finetune")
+
+
+def grid_methods() -> tuple[str, ...]:
+    """Registered methods trained from scratch, those of ``--extra_modules`` included."""
+    return tuple(name for name in methods.names() if name != "finetune")
+
+
 SELECTION_METHODS = methods.names(selecting=True)
 # The compute-matched references.
 BASELINES = ("base", "mixing")
@@ -258,8 +265,11 @@ def _data_overrides(preset: Preset, target: str, args) -> dict[str, Any]:
 def run_config(preset: Preset, target: str, method: str, seed: int, args, steps=None) -> Any:
     """The config of one training run from scratch (``steps``: default the preset's)."""
     steps = preset.steps if steps is None else steps
+    extra_modules = getattr(args, "extra_modules", "")
     config = config_args.load_config(
-        REPO_ROOT / "configs" / "default.py", f"method={method},target={target},size={preset.size}"
+        REPO_ROOT / "configs" / "default.py",
+        f"method={method},target={target},size={preset.size}"
+        + (f",extra_modules={extra_modules}" if extra_modules else ""),
     )
     overrides = {
         "seed": seed,
@@ -1024,7 +1034,7 @@ def markdown_report(
         lines += [note, ""]
     for target in targets:
         here = [r for r in rows if r["target"] == target]
-        lines += target_report(target, here, GRID_METHODS, extras.get(target, {}))
+        lines += target_report(target, here, grid_methods(), extras.get(target, {}))
         plots = [f"{target}_target_bpb.png", f"{target}_target_bpb_flops.png"]
         plots += [f"{target}_mixing_target_valid.png", f"{target}_finetune_target_valid.png"]
         lines += [" ".join(f"![{p}]({p})" for p in plots if (out / p).exists()), ""]
@@ -1191,6 +1201,12 @@ def main(argv=None) -> int:
         default=None,
         help="comma-separated subset of the preset's methods (base is always run)",
     )
+    parser.add_argument(
+        "--extra_modules",
+        default="",
+        help="'+'-separated modules that register methods of your own (config.extra_modules); "
+        "name their methods in --methods",
+    )
     parser.add_argument("--verbose", action="store_true", help="the driver's per-step logs")
     parser.add_argument(
         "--targets", default=None, help="comma-separated subset of the preset's target tasks"
@@ -1213,10 +1229,11 @@ def main(argv=None) -> int:
         preset = dataclasses.replace(
             preset, targets=tuple(benchlib.parse_list(args.targets, preset.targets))
         )
+    methods.import_extra_modules(m for m in args.extra_modules.split("+") if m)
     if args.methods:
-        chosen = benchlib.parse_list(args.methods, GRID_METHODS)
+        chosen = benchlib.parse_list(args.methods, grid_methods())
         preset = dataclasses.replace(
-            preset, methods=tuple(m for m in GRID_METHODS if m == "base" or m in chosen)
+            preset, methods=tuple(m for m in grid_methods() if m == "base" or m in chosen)
         )
     root = pathlib.Path(args.workdir or f"/tmp/adaptive_data_benchmark_{args.preset}")
     out = pathlib.Path(

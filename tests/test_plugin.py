@@ -103,3 +103,20 @@ def test_it_trains_from_the_command_line(tfds_dir, tmp_path):
     assert any(r.get("select/active") == 1.0 for r in rows)
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["extra_modules"] == ["plugin_highest_loss"]
+
+
+def test_the_benchmark_runs_a_registered_method_of_your_own():
+    # benchmark.py --extra_modules=plugin_highest_loss --methods=highest_loss: the module is
+    # imported, the method joins the grid, and every run's config carries the module.
+    sys.path.insert(0, str(REPO_ROOT / "experiments"))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(REPO_ROOT / "experiments"))
+    methods.import_extra_modules(["plugin_highest_loss"])
+    assert "highest_loss" in benchmark.grid_methods()
+    args = type("Args", (), {"extra_modules": "plugin_highest_loss", "tfds_data_dir": None})
+    config = benchmark.run_config(benchmark.PRESETS["quick"], "python", "highest_loss", 0, args)
+    assert config.method == "highest_loss"
+    assert tuple(config.extra_modules) == ("plugin_highest_loss",)
+    validation.validate_config(config)
