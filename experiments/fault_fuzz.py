@@ -413,11 +413,12 @@ def main_two_processes(args, root, tfds_dir, results_file, results) -> int:
     chosen = benchlib.parse_list(
         args.methods or ",".join(MULTIPROCESS_METHODS), standalone_methods()
     )
-    rng = random.Random(args.seed)
     for method in chosen:
         if method in results:
             print(f"{method}: done before, skipped")
             continue
+        # A generator per method: a resumed fuzz draws other kill steps for each method.
+        rng = random.Random(f"{args.seed}/{method}")
         results[method] = fuzz_two_processes(
             method, root, tfds_dir, args.kills, args.peer_timeout_s, rng
         )
