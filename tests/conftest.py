@@ -6,9 +6,15 @@ import pathlib
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the test processes and the runs they launch, out
+# of the user's home: a step function compiled by one test is loaded by the next.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "adaptive_data_test_xla")
+)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
