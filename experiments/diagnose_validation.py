@@ -47,7 +47,7 @@ import time
 
 import numpy as np
 
-from adaptive_data import config_args, diagnose, metrics, run_setup, stats
+from adaptive_data import command_line, config_args, diagnose, metrics, run_setup, stats
 from adaptive_data.data import embedded_corpus
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -68,15 +68,15 @@ MARGIN = 0.005  # "selection helped": target_test bpb at least 0.5% below base's
 class Size:
     steps: int
     diagnose_batches: int
-    overrides: tuple[str, ...]
+    overrides: dict[str, object]  # dotted config key -> value
 
 
 FULL = Size(
     steps=400,
     diagnose_batches=8,
-    overrides=("train.eval_every=400", "eval.max_examples=256", "select.warmup_steps=20"),
+    overrides={"train.eval_every": 400, "eval.max_examples": 256, "select.warmup_steps": 20},
 )
-QUICK = Size(steps=20, diagnose_batches=2, overrides=("train.eval_every=20",))
+QUICK = Size(steps=20, diagnose_batches=2, overrides={"train.eval_every": 20})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,26 +118,23 @@ def task_specs(quick: bool) -> list[TaskSpec]:
 
 def driver_command(spec: TaskSpec, method: str, size: Size, workdir: pathlib.Path, mode: str):
     checkpoint_every = max(1, int(DIAGNOSE_FRACTION * size.steps) // 2)
-    overrides = (
-        f"data.task={spec.task}",
-        f"data.pool_target_share={spec.share}",
-        f"data.max_target_train={MAX_TARGET_TRAIN}",
-        f"seed={spec.seed}",
-        f"train.steps={size.steps}",
-        f"checkpoint.every={checkpoint_every}",
-        "checkpoint.keep=1000",
-        f"diagnose.step={2 * checkpoint_every}",
-        *size.overrides,
+    overrides = {
+        "data.task": spec.task,
+        "data.pool_target_share": spec.share,
+        "data.max_target_train": MAX_TARGET_TRAIN,
+        "seed": spec.seed,
+        "train.steps": size.steps,
+        "checkpoint.every": checkpoint_every,
+        "checkpoint.keep": 1000,
+        "diagnose.step": 2 * checkpoint_every,
+        **size.overrides,
+    }
+    return command_line.driver_command(
+        f"configs/default.py:runlocal,method={method}",
+        workdir,
+        overrides=overrides,
+        flags=(f"--mode={mode}",),
     )
-    return [
-        sys.executable,
-        "-m",
-        "adaptive_data.main",
-        f"--config=configs/default.py:runlocal,method={method}",
-        f"--workdir={workdir}",
-        f"--mode={mode}",
-        *(f"--config.{o}" for o in overrides),
-    ]
 
 
 def final_metrics(workdir: pathlib.Path, steps: int) -> dict | None:

@@ -43,7 +43,7 @@ import time
 
 import benchlib
 
-from adaptive_data import exit_codes, metrics
+from adaptive_data import command_line, exit_codes, metrics
 from adaptive_data.methods import METHODS
 
 REPO_ROOT = benchlib.REPO_ROOT
@@ -60,16 +60,12 @@ FLAGS = (
 def command(
     workdir: pathlib.Path, method: str, tfds_dir: str, *extra: str, flags=FLAGS
 ) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "adaptive_data.main",
-        f"--config=configs/default.py:runlocal,method={method}",
-        f"--workdir={workdir}",
-        f"--config.data.tfds_data_dir={tfds_dir}",
-        *flags,
-        *extra,
-    ]
+    return command_line.driver_command(
+        f"configs/default.py:runlocal,method={method}",
+        workdir,
+        overrides={"data.tfds_data_dir": tfds_dir},
+        flags=(*flags, *extra),
+    )
 
 
 def run_to_end(cmd: list[str]) -> None:

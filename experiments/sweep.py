@@ -76,9 +76,9 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 from ml_collections.config_flags import tuple_parser  # noqa: E402
 
-from adaptive_data import config_args, metrics  # noqa: E402
+from adaptive_data import command_line, config_args, metrics  # noqa: E402
 
-DRIVER = "adaptive_data.main"
+DRIVER = command_line.DRIVER_MODULE
 RESULTS_STEM = "sweep_results"
 LOG_NAME = "sweep.log"
 # Final metrics of each run (from its row at train.steps), then the best target_valid.
@@ -253,14 +253,7 @@ def driver_command(
     spec: str, workdir: str, flag_overrides: dict[str, str], python: str = sys.executable
 ) -> list[str]:
     """The driver's argv for one run (``flag_overrides``: key -> flag value text)."""
-    return [
-        python,
-        "-m",
-        DRIVER,
-        f"--config={spec}",
-        f"--workdir={workdir}",
-        *(f"--config.{key}={value}" for key, value in flag_overrides.items()),
-    ]
+    return command_line.driver_command(spec, workdir, overrides=flag_overrides, python=python)
 
 
 def parse_command(command: Sequence[str]) -> ml_collections.ConfigDict:

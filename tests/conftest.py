@@ -95,15 +95,14 @@ def deterministic_rows(rows: list[dict]) -> list[dict]:
 
 def main_command(workdir, tfds_dir, *flags, arg="runlocal") -> list[str]:
     """``python -m adaptive_data.main`` on ``configs/default.py:ARG`` with ``flags``."""
-    return [
-        sys.executable,
-        "-m",
-        "adaptive_data.main",
-        f"--config=configs/default.py:{arg}",
-        f"--workdir={workdir}",
-        f"--config.data.tfds_data_dir={tfds_dir}",
-        *flags,
-    ]
+    from adaptive_data import command_line
+
+    return command_line.driver_command(
+        f"configs/default.py:{arg}",
+        workdir,
+        overrides={"data.tfds_data_dir": tfds_dir},
+        flags=flags,
+    )
 
 
 # A 160-step tiny base run checkpointed every 40 steps: the reference of the resume tests.

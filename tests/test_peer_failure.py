@@ -21,7 +21,7 @@ import pytest
 
 from adaptive_data import exit_codes, peers, workdir_lock
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, main_command
 
 # -- the watchdog, in memory -----------------------------------------------------------------
 
@@ -245,13 +245,9 @@ def _port_in_use(port):
 
 
 def _launch(workdir, tfds_dir, port, process_id, log_dir):
-    command = [
-        sys.executable,
-        "-m",
-        "adaptive_data.main",
-        "--config=configs/default.py:runlocal",
-        f"--workdir={workdir}",
-        f"--config.data.tfds_data_dir={tfds_dir}",
+    command = main_command(
+        workdir,
+        tfds_dir,
         "--config.train.steps=100000",
         "--config.checkpoint.every=8",
         "--config.train.eval_every=100000",
@@ -260,7 +256,7 @@ def _launch(workdir, tfds_dir, port, process_id, log_dir):
         "--num_processes=2",
         f"--process_id={process_id}",
         f"--peer_timeout_s={PEER_TIMEOUT_S}",
-    ]
+    )
     env = {
         **os.environ,
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
