@@ -37,6 +37,34 @@ def load_default_config(arg: str = "runlocal"):
     return config_args.load_config("configs/default.py", arg)
 
 
+def tiny_config(arg: str, **overrides):
+    """``configs/default.py:ARG`` made small for unit tests: a 1-layer width-32 byte LM on
+    16 bytes, b = 4 of B = 16, warm-up 0, a small weighting CNN; reference workdirs (read
+    only by ``Method.load_state``, never by a step) point nowhere. Then dotted
+    ``overrides``."""
+    from adaptive_data import config_args
+
+    values = {
+        "model.num_layers": 1,
+        "model.width": 32,
+        "model.mlp_dim": 64,
+        "model.num_heads": 2,
+        "model.max_length": 16,
+        "train.batch_size": 4,
+        "train.target_batch_size": 4,
+        "select.downsampling": 4,
+        "select.warmup_steps": 0,
+        "weighting.embed_dim": 8,
+        "weighting.conv_features": (8,),
+        "dsir.num_buckets": 64,
+        "finetune.init_from": "/unused",
+        "cds.generic_from": "/unused",
+        "cds.target_from": "/unused",
+        "rho.reference_from": "/unused",
+    }
+    return config_args.override(load_default_config(arg), {**values, **overrides})
+
+
 def run_config(tfds_dir, arg="runlocal", **overrides):
     """``configs/default.py:ARG`` on the test TFDS dir, with dotted ``overrides``."""
     from adaptive_data import config_args

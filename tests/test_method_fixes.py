@@ -12,34 +12,29 @@ import numpy as np
 import pytest
 from test_dsir import dense, py_counts
 
-from adaptive_data import config_args, run_setup
+from adaptive_data import run_setup
 from adaptive_data.models import transformer, weighting
 
-from conftest import load_default_config, synthetic_lm_batch
+from conftest import synthetic_lm_batch, tiny_config
 
 DOMAINS = ("generic_a", "generic_b", "target")
 B, LENGTH = 8, 12
 
 
 def _setup(method, **overrides):
-    config = load_default_config(f"method={method},runlocal")
     values = {
-        "model.num_layers": 1,
         "model.width": 16,
         "model.mlp_dim": 32,
-        "model.num_heads": 2,
         "model.max_length": LENGTH,
         "model.dropout_rate": 0.0,
         "train.batch_size": 2,
         "train.target_batch_size": 3,
         "select.downsampling": B // 2,
-        "select.warmup_steps": 0,
         "weighting.embed_dim": 4,
         "weighting.conv_features": (4,),
         "outer.optimizer": "sgd",
-        **overrides,
     }
-    config = config_args.override(config, values)
+    config = tiny_config(f"method={method},runlocal", **{**values, **overrides})
     return run_setup.build(config, domains=DOMAINS, target_domain="target"), config
 
 

@@ -15,13 +15,13 @@ import numpy as np
 import optax
 import pytest
 
-from adaptive_data import config_args, methods, run_setup
+from adaptive_data import methods, run_setup
 from adaptive_data import train_state as ts
 from adaptive_data.core import reference_scores, selection
 from adaptive_data.core.outer.base import OuterMethod
 from adaptive_data.models import weighting
 
-from conftest import load_default_config
+from conftest import tiny_config
 
 DOMAINS = ("generic_a", "generic_b", "target")
 ALL_METHODS = sorted(methods.names())
@@ -37,28 +37,8 @@ DOCUMENTED_OUTER_BATCH = {
 
 
 def _config(name: str, **overrides):
-    """A very small config of method ``name``: 1-layer LM, b = 4, B = 16, warm-up 0."""
-    config = load_default_config(f"method={name},runlocal")
-    values = {
-        "model.num_layers": 1,
-        "model.width": 32,
-        "model.mlp_dim": 64,
-        "model.num_heads": 2,
-        "model.max_length": 16,
-        "train.batch_size": 4,
-        "train.target_batch_size": 4,
-        "select.downsampling": 4,
-        "select.warmup_steps": 0,
-        "weighting.embed_dim": 8,
-        "weighting.conv_features": (8,),
-        "dsir.num_buckets": 64,
-        # Reference workdirs are only read by Method.load_state (not by the step).
-        "finetune.init_from": "/unused",
-        "cds.generic_from": "/unused",
-        "cds.target_from": "/unused",
-        "rho.reference_from": "/unused",
-    }
-    return config_args.override(config, {**values, **overrides})
+    """A very small config of method ``name`` (``conftest.tiny_config``)."""
+    return tiny_config(f"method={name},runlocal", **overrides)
 
 
 def _setup(config) -> run_setup.RunSetup:

@@ -15,7 +15,7 @@ from adaptive_data import config_args, methods, run_setup, validation
 from adaptive_data.core import selection
 from adaptive_data.models import transformer
 
-from conftest import REPO_ROOT, main_command, synthetic_lm_batch
+from conftest import REPO_ROOT, main_command, synthetic_lm_batch, tiny_config
 
 TESTS_DIR = str(REPO_ROOT / "tests")
 ARG = "method=highest_loss,extra_modules=plugin_highest_loss,runlocal"
@@ -53,18 +53,7 @@ def test_an_unknown_extra_module_is_refused_with_its_name():
 
 
 def test_it_selects_the_b_highest_loss_examples():
-    config = _config(
-        **{
-            "model.num_layers": 1,
-            "model.width": 32,
-            "model.mlp_dim": 64,
-            "model.num_heads": 2,
-            "model.max_length": 16,
-            "train.batch_size": 4,
-            "select.downsampling": 4,
-            "select.warmup_steps": 0,
-        }
-    )
+    config = tiny_config(ARG)
     setup = run_setup.build(config, domains=("generic", "target"), target_domain="target")
     method = setup.method
     state = setup.initial_state()
