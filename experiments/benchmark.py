@@ -762,19 +762,31 @@ class Benchmark:
             for seed in self.preset.seeds
         ]
 
+    def mixing_runs(self, target: str, seed: int) -> dict[str, pathlib.Path]:
+        """Mixing's run of ``seed`` and, when compute-matched, its long run: the workdirs
+        whose target_valid curves say whether mixing has used up the target sample."""
+        runs = {"": self.run_dir(target, "mixing", seed)}
+        if self.matched:
+            runs["long"] = self.long_dir(target, "mixing", seed)
+        return runs
+
     def curves(self, target: str) -> dict[str, Any]:
         """What the report says about the target beyond the CSV: the fine-tuning rate
-        grid, and the shape of mixing's target_valid curve per seed."""
+        grid, and the shape of mixing's target_valid curve per seed (``"0"``) and, when
+        compute-matched, of its long run (``"0 long"``)."""
         extras: dict[str, Any] = {"finetune_lr": self.finetune_lr_record(target)}
         if "mixing" in self.grid_methods:
             extras["mixing_target_valid"] = {}
             for seed in self.preset.seeds:
-                rows = _rows(self.run_dir(target, "mixing", seed))
-                extras["mixing_target_valid"][str(seed)] = {
-                    "shape": curve_shape(rows),
-                    "best_step": best_eval(rows)["step"],
-                    "last_step": _evals(rows, VALID_KEY)[-1]["step"],
-                }
+                for kind, run in self.mixing_runs(target, seed).items():
+                    rows = _rows(run)
+                    extras["mixing_target_valid"][f"{seed} {kind}".strip()] = {
+                        "shape": curve_shape(rows),
+                        "best_step": best_eval(rows)["step"],
+                        "last_step": _evals(rows, VALID_KEY)[-1]["step"],
+                        "best_bpb": best_eval(rows)[VALID_KEY],
+                        "last_bpb": _evals(rows, VALID_KEY)[-1][VALID_KEY],
+                    }
         return extras
 
 
@@ -919,7 +931,13 @@ def target_report(target: str, rows, method_order: Sequence[str], extras) -> lis
     curve = extras.get("mixing_target_valid")
     if curve:
         parts = [
-            f"seed {s}: {c['shape']} (best at step {c['best_step']} of {c['last_step']})"
+            f"seed {s}: {c['shape']} (best at step {c['best_step']} of {c['last_step']}"
+            + (
+                f", {c['last_bpb'] - c['best_bpb']:+.4f} bpb at the end"
+                if "best_bpb" in c and c["best_step"] != c["last_step"]
+                else ""
+            )
+            + ")"
             for s, c in curve.items()
         ]
         lines += [f"Mixing's target_valid curve: {'; '.join(parts)}.", ""]
@@ -1081,11 +1099,16 @@ def write_plots(out: pathlib.Path, bench: Benchmark, target: str) -> None:
         title=f"{target}: target bpb at equal compute",
     )
     if "mixing" in bench.grid_methods:
+        start = preset.steps // 4  # the first steps' drop would hide the tail's shape
         plot.plot_metric(
-            {f"seed {s}": _rows(bench.run_dir(target, "mixing", s)) for s in preset.seeds},
+            {
+                f"seed {s} {kind}".strip(): [r for r in _rows(run) if r["step"] >= start]
+                for s in preset.seeds
+                for kind, run in bench.mixing_runs(target, s).items()
+            },
             VALID_KEY,
             out / f"{target}_mixing_target_valid.png",
-            title=f"{target}: mixing, target_valid bpb",
+            title=f"{target}: mixing, target_valid bpb from step {start}",
         )
     lr = bench.finetune_lr(target)
     finetunings = {

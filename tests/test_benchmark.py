@@ -3,6 +3,7 @@ validation curve, paired statistics in the tables, rho's independent reference, 
 grid's method list (the end-to-end run is the quick preset in CI)."""
 
 import dataclasses
+import json
 import math
 import sys
 import types
@@ -157,3 +158,32 @@ def test_a_preset_without_a_checkpoint_in_the_diagnose_budget_is_refused():
     with pytest.raises(ValueError, match="eval_every <= 15"):
         dataclasses.replace(benchmark.PRESETS["quick"], steps=100, eval_every=20)
     assert dataclasses.replace(benchmark.PRESETS["quick"], steps=100, eval_every=15).steps == 100
+
+
+def test_mixing_curve_is_reported_for_the_grid_run_and_for_the_long_run(tmp_path):
+    """Whether mixing has used up the target sample shows in its compute-matched long run:
+    the report carries both curves' shapes per seed."""
+    preset = dataclasses.replace(
+        benchmark.PRESETS["quick"], steps=100, selection_warmup=0, eval_every=10,
+        finetune_steps=20, methods=("base", "mixing", "soba"), seeds=(0,),
+    )  # fmt: skip
+    flops = {m: {"warmup": c, "active": c} for m, c in (("base", 1.0), ("mixing", 2.0))}
+    flops |= {"soba": {"warmup": 6.0, "active": 6.0}, "finetune": {"warmup": 1, "active": 1}}
+    bench = benchmark.Benchmark(preset, None, tmp_path, flops, preset.methods)
+    assert bench.long_steps("mixing") == 300  # soba's 600 FLOPs at 2 per step
+    curves = {
+        bench.run_dir("t", "mixing", 0): ((0, 5.0), (50, 4.0), (80, 3.8), (100, 3.5)),
+        bench.long_dir("t", "mixing", 0): ((0, 5.0), (100, 3.5), (200, 3.0), (300, 3.2)),
+    }
+    for workdir, points in curves.items():
+        workdir.mkdir(parents=True)
+        rows = _evals(*((step, bpb, bpb) for step, bpb in points))
+        (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "t" / "finetune_lr.json").write_text('{"grid": {}, "chosen": 1e-4}')
+    shapes = bench.curves("t")["mixing_target_valid"]
+    assert shapes["0"]["shape"] == "still falling"
+    assert (shapes["0"]["best_step"], shapes["0"]["last_step"]) == (100, 100)
+    long = shapes["0 long"]
+    assert long["shape"] == "turned upward"
+    assert (long["best_step"], long["last_step"]) == (200, 300)
+    assert long["last_bpb"] - long["best_bpb"] == pytest.approx(0.2)
