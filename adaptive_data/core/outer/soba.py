@@ -217,9 +217,16 @@ def soba(
       `init(phi, theta)` needs theta (v starts at zeros shaped like it).
 
     Raises:
-      ValueError: an invalid option (see `soba_directions`).
+      ValueError: an invalid option (`hessian_weights`, `hessian_free_curvature` not one
+        of their values, or `hessian_reg` outside [0, 1]).
     """
     _check_options(hessian_weights, hessian_free_curvature, hessian_reg)
+    v_options = dict(
+        hessian_free=hessian_free,
+        hessian_reg=hessian_reg,
+        hessian_weights=hessian_weights,
+        hessian_free_curvature=hessian_free_curvature,
+    )
 
     def init(phi: PyTree, theta: PyTree | None = None) -> SobaState:
         if theta is None:
@@ -230,17 +237,7 @@ def soba(
     def update(phi, outer_state, theta, generic_batch, target_batch, key=None):
         del key
         d_v, v_metrics = soba_v_direction(
-            loss_fn,
-            weight_fn,
-            phi,
-            outer_state.v,
-            theta,
-            generic_batch,
-            target_batch,
-            hessian_free=hessian_free,
-            hessian_reg=hessian_reg,
-            hessian_weights=hessian_weights,
-            hessian_free_curvature=hessian_free_curvature,
+            loss_fn, weight_fn, phi, outer_state.v, theta, generic_batch, target_batch, **v_options
         )
         v_updates, v_opt_state = v_tx.update(d_v, outer_state.v_opt_state, outer_state.v)
         v = optax.apply_updates(outer_state.v, v_updates)  # v_{t+1}
