@@ -1,4 +1,4 @@
-"""experiments/benchmark.py: early stopping on target_valid, FLOP matching, the shape of a
+"""experiments/benchmark*.py: early stopping on target_valid, FLOP matching, the shape of a
 validation curve, paired statistics in the tables, rho's independent reference, and the
 grid's method list (the end-to-end run is the quick preset in CI)."""
 
@@ -14,14 +14,16 @@ import scipy.stats
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
-import benchmark  # noqa: E402
+import benchmark_grid  # noqa: E402
+import benchmark_report  # noqa: E402
+import benchmark_setup  # noqa: E402
 
 from adaptive_data.methods import METHODS  # noqa: E402
 
 
 def test_grid_covers_every_registered_method_but_finetune():
-    assert set(benchmark.GRID_METHODS) == set(METHODS) - {"finetune"}
-    assert set(benchmark.PRESETS["scarce"].methods) >= {
+    assert set(benchmark_setup.GRID_METHODS) == set(METHODS) - {"finetune"}
+    assert set(benchmark_setup.PRESETS["scarce"].methods) >= {
         "base", "mixing", "align_filter", "anograd", "soba", "dds",
         "classifier", "cds", "dsir", "rho",
     }  # fmt: skip
@@ -33,14 +35,14 @@ def _evals(*triples):
 
 def test_finetuning_is_read_at_the_best_target_valid_step_not_the_best_test_step():
     rows = _evals((0, 3.0, 3.1), (10, 2.5, 2.9), (20, 2.7, 2.4)) + [{"step": 25, "train/loss": 1}]
-    assert benchmark.finetune_outcome(rows) == {
+    assert benchmark_grid.finetune_outcome(rows) == {
         "target_bpb_finetuned": 2.9,
         "finetune_best_step": 10,
         "finetune_last_step": 20,
     }
     # A tie goes to the earlier evaluation; a best at the last step is flagged as cut short.
     rows = _evals((0, 3.0, 3.0), (10, 2.0, 2.2), (20, 2.0, 2.1))
-    assert benchmark.finetune_outcome(rows)["finetune_best_step"] == 10
+    assert benchmark_grid.finetune_outcome(rows)["finetune_best_step"] == 10
     still_falling = {
         "method": "soba",
         "seed": 1,
@@ -48,42 +50,42 @@ def test_finetuning_is_read_at_the_best_target_valid_step_not_the_best_test_step
         "finetune_last_step": 20,
     }
     early = {"method": "base", "seed": 0, "finetune_best_step": 10, "finetune_last_step": 20}
-    assert benchmark.cut_short([still_falling, early]) == ["soba seed 1"]
+    assert benchmark_report.cut_short([still_falling, early]) == ["soba seed 1"]
 
 
 def test_curve_shape_tells_an_upturn_from_a_plateau_from_a_descent():
     upturn = _evals((0, 5, 0), (100, 4.0, 0), (200, 3.5, 0), (300, 3.6, 0), (400, 3.7, 0))
     plateau = _evals((0, 5, 0), (100, 4.0, 0), (200, 3.5, 0), (300, 3.5, 0), (400, 3.499, 0))
     falling = _evals((0, 5, 0), (100, 4.0, 0), (200, 3.5, 0), (300, 3.4, 0), (400, 3.3, 0))
-    assert benchmark.curve_shape(upturn) == "turned upward"
-    assert benchmark.curve_shape(plateau) == "flattened"
-    assert benchmark.curve_shape(falling) == "still falling"
+    assert benchmark_grid.curve_shape(upturn) == "turned upward"
+    assert benchmark_grid.curve_shape(plateau) == "flattened"
+    assert benchmark_grid.curve_shape(falling) == "still falling"
 
 
 def test_flops_count_each_phase_for_its_steps():
     per_step = {"warmup": 10.0, "active": 25.0}
-    assert benchmark.run_flops(per_step, steps=100, warmup=20) == 20 * 10.0 + 80 * 25.0
-    assert benchmark.run_flops(per_step, steps=5, warmup=20) == 50.0
+    assert benchmark_setup.run_flops(per_step, steps=100, warmup=20) == 20 * 10.0 + 80 * 25.0
+    assert benchmark_setup.run_flops(per_step, steps=5, warmup=20) == 50.0
 
 
 def test_flop_matched_step_is_the_nearest_checkpoint_by_a_hand_count():
     base = {"warmup": 2.0, "active": 2.0}  # 2 FLOPs per step, checkpoints every 50 steps
     # A method that spent 5.4x base's 1,200 steps (12,960 FLOPs) = 6,480 base steps:
     # checkpoints 6,450 (12,900) and 6,500 (13,000); 12,900 is 60 away, 13,000 is 40.
-    assert benchmark.flop_matched_step(12_960.0, base, 0, 50) == 6500
+    assert benchmark_setup.flop_matched_step(12_960.0, base, 0, 50) == 6500
     # 12,940: 6,450 is 40 away, 6,500 is 60.
-    assert benchmark.flop_matched_step(12_940.0, base, 0, 50) == 6450
+    assert benchmark_setup.flop_matched_step(12_940.0, base, 0, 50) == 6450
     # Exactly between: the earlier. Below the first checkpoint: the first.
-    assert benchmark.flop_matched_step(12_950.0, base, 0, 50) == 6450
-    assert benchmark.flop_matched_step(10.0, base, 0, 50) == 50
+    assert benchmark_setup.flop_matched_step(12_950.0, base, 0, 50) == 6450
+    assert benchmark_setup.flop_matched_step(10.0, base, 0, 50) == 50
     # Warm-up steps are cheaper: 100 warm-up steps at 1, then 3 per step.
     phased = {"warmup": 1.0, "active": 3.0}
-    assert benchmark.flop_matched_step(100 + 3 * 300, phased, 100, 100) == 400
+    assert benchmark_setup.flop_matched_step(100 + 3 * 300, phased, 100, 100) == 400
 
 
 def test_matched_steps_charge_cds_and_rho_their_reference_runs():
-    preset = benchmark.dataclasses.replace(
-        benchmark.PRESETS["quick"], steps=100, selection_warmup=0, eval_every=10,
+    preset = dataclasses.replace(
+        benchmark_setup.PRESETS["quick"], steps=100, selection_warmup=0, eval_every=10,
         finetune_steps=20, methods=("base", "mixing", "cds"),
     )  # fmt: skip
     flops = {
@@ -93,7 +95,7 @@ def test_matched_steps_charge_cds_and_rho_their_reference_runs():
         "finetune": {"warmup": 1.0, "active": 1.0},
     }
     # cds: 300 own + 100 (base run) + 20 (its fine-tuning) = 420 FLOPs.
-    matched = benchmark.matched_steps(preset, flops, preset.methods)
+    matched = benchmark_setup.matched_steps(preset, flops, preset.methods)
     assert matched["base"] == {"base": 100, "mixing": 200, "cds": 420}
     assert matched["mixing"] == {"base": 50, "mixing": 100, "cds": 210}
 
@@ -109,24 +111,24 @@ def test_paired_cells_use_the_t_interval_of_per_seed_differences():
         _row("dsir", 0, 2.10), _row("dsir", 1, 2.00), _row("dsir", 2, 2.21),
         _row("dds", 0, 1.0),
     ]  # fmt: skip
-    spec = benchmark.BEFORE_FINETUNING[0]  # vs base, = steps
+    spec = benchmark_report.BEFORE_FINETUNING[0]  # vs base, = steps
     # soba - base: -0.10, -0.08, -0.11; mean -0.0967, sd 0.01528, t(0.975, 2) = 4.303.
     half = scipy.stats.t.ppf(0.975, 2) * 0.015275 / math.sqrt(3)
-    cell, verdict = benchmark.comparison(rows, "soba", spec)
+    cell, verdict = benchmark_report.comparison(rows, "soba", spec)
     assert verdict == "better"
     assert cell.startswith("-4.6%: -0.097")
     assert f"[{-0.0967 - half:+.3f}, {-0.0967 + half:+.3f}]" in cell
     # Differences +0.10, -0.10, +0.01 straddle 0; one seed gives no interval.
-    assert benchmark.comparison(rows, "dsir", spec)[1] == "not distinguishable"
-    assert benchmark.comparison(rows, "dds", spec) == ("-50.0% (1 seed, no interval)", "")
-    assert benchmark.comparison(rows, "base", spec) == ("-", "")
+    assert benchmark_report.comparison(rows, "dsir", spec)[1] == "not distinguishable"
+    assert benchmark_report.comparison(rows, "dds", spec) == ("-50.0% (1 seed, no interval)", "")
+    assert benchmark_report.comparison(rows, "base", spec) == ("-", "")
 
 
 def test_flop_matched_cells_compare_with_the_values_in_the_methods_own_rows():
     rows = [
         _row("soba", s, 2.0, base_matched_target_bpb=b) for s, b in enumerate((1.8, 1.85, 1.9))
     ] + [_row("base", s, 2.5) for s in range(3)]
-    cell, verdict = benchmark.comparison(rows, "soba", benchmark.BEFORE_FINETUNING[2])
+    cell, verdict = benchmark_report.comparison(rows, "soba", benchmark_report.BEFORE_FINETUNING[2])
     # (2/1.8 - 1 + 2/1.85 - 1 + 2/1.9 - 1) / 3 = 0.0816; against base's own 2.5: -20%.
     assert verdict == "worse" and cell.startswith("+8.2%: +0.150")
 
@@ -134,20 +136,20 @@ def test_flop_matched_cells_compare_with_the_values_in_the_methods_own_rows():
 def test_rho_reference_is_an_independent_base_run_not_the_scored_seeds():
     """The reference model is fine-tuned from a base run with another seed (other init,
     other generic data order), never the base run of the seed it scores."""
-    preset = benchmark.dataclasses.replace(benchmark.PRESETS["scarce"], compute_matched=False)
+    preset = dataclasses.replace(benchmark_setup.PRESETS["scarce"], compute_matched=False)
     args = types.SimpleNamespace(tfds_data_dir=None)
-    bench = benchmark.Benchmark(preset, args, REPO_ROOT / "unused", {}, ("base", "rho"))
+    bench = benchmark_grid.Benchmark(preset, args, REPO_ROOT / "unused", {}, ("base", "rho"))
     bench.finetune_lr = lambda target: 3e-4
     for seed in preset.seeds:
         reference = bench.references("python", "rho", seed)["rho.reference_from"]
         scored_base = bench.run_dir("python", "base", seed)
         assert not reference.startswith(str(scored_base) + "_")
-        reference_seed = benchmark.reference_seed(seed, preset.seeds)
+        reference_seed = benchmark_setup.reference_seed(seed, preset.seeds)
         assert reference_seed != seed and reference_seed in preset.seeds
         assert reference.startswith(str(bench.run_dir("python", "base", reference_seed)))
         reference_config = bench.config("python", "base", reference_seed)
         assert reference_config.seed != bench.config("python", "rho", seed).seed
-    assert benchmark.reference_seed(0, (0,)) == 1
+    assert benchmark_setup.reference_seed(0, (0,)) == 1
     # cds keeps its published protocol: the generic model is base seed s itself.
     cds = bench.references("python", "cds", 1)
     assert cds["cds.generic_from"] == str(bench.run_dir("python", "base", 1))
@@ -156,20 +158,22 @@ def test_rho_reference_is_an_independent_base_run_not_the_scored_seeds():
 def test_a_preset_without_a_checkpoint_in_the_diagnose_budget_is_refused():
     # 15% of 100 steps is step 15: evaluations (and checkpoints) every 20 steps miss it.
     with pytest.raises(ValueError, match="eval_every <= 15"):
-        dataclasses.replace(benchmark.PRESETS["quick"], steps=100, eval_every=20)
-    assert dataclasses.replace(benchmark.PRESETS["quick"], steps=100, eval_every=15).steps == 100
+        dataclasses.replace(benchmark_setup.PRESETS["quick"], steps=100, eval_every=20)
+    assert (
+        dataclasses.replace(benchmark_setup.PRESETS["quick"], steps=100, eval_every=15).steps == 100
+    )
 
 
 def test_mixing_curve_is_reported_for_the_grid_run_and_for_the_long_run(tmp_path):
     """Whether mixing has used up the target sample shows in its compute-matched long run:
     the report carries both curves' shapes per seed."""
     preset = dataclasses.replace(
-        benchmark.PRESETS["quick"], steps=100, selection_warmup=0, eval_every=10,
+        benchmark_setup.PRESETS["quick"], steps=100, selection_warmup=0, eval_every=10,
         finetune_steps=20, methods=("base", "mixing", "soba"), seeds=(0,),
     )  # fmt: skip
     flops = {m: {"warmup": c, "active": c} for m, c in (("base", 1.0), ("mixing", 2.0))}
     flops |= {"soba": {"warmup": 6.0, "active": 6.0}, "finetune": {"warmup": 1, "active": 1}}
-    bench = benchmark.Benchmark(preset, None, tmp_path, flops, preset.methods)
+    bench = benchmark_grid.Benchmark(preset, None, tmp_path, flops, preset.methods)
     assert bench.long_steps("mixing") == 300  # soba's 600 FLOPs at 2 per step
     curves = {
         bench.run_dir("t", "mixing", 0): ((0, 5.0), (50, 4.0), (80, 3.8), (100, 3.5)),

@@ -99,13 +99,15 @@ def test_the_benchmark_runs_a_registered_method_of_your_own():
     # imported, the method joins the grid, and every run's config carries the module.
     sys.path.insert(0, str(REPO_ROOT / "experiments"))
     try:
-        import benchmark
+        import benchmark_setup
     finally:
         sys.path.remove(str(REPO_ROOT / "experiments"))
     methods.import_extra_modules(["plugin_highest_loss"])
-    assert "highest_loss" in benchmark.grid_methods()
+    assert "highest_loss" in benchmark_setup.grid_methods()
     args = type("Args", (), {"extra_modules": "plugin_highest_loss", "tfds_data_dir": None})
-    config = benchmark.run_config(benchmark.PRESETS["quick"], "python", "highest_loss", 0, args)
+    config = benchmark_setup.run_config(
+        benchmark_setup.PRESETS["quick"], "python", "highest_loss", 0, args
+    )
     assert config.method == "highest_loss"
     assert tuple(config.extra_modules) == ("plugin_highest_loss",)
     validation.validate_config(config)
