@@ -94,7 +94,8 @@ def step_seconds(rows) -> float:
 
 def pilot_preset(preset: Preset, steps: int) -> Preset:
     """The preset's sizes, ``steps`` model steps, one seed, one target, one fine-tuning
-    rate, no compute matching: what one run of each method costs per step."""
+    rate, no compute matching and no diagnose test: what one run of each method costs per
+    step."""
     return dataclasses.replace(
         preset,
         targets=preset.targets[:1],
@@ -103,6 +104,7 @@ def pilot_preset(preset: Preset, steps: int) -> Preset:
         finetune_steps=min(preset.finetune_steps, steps),
         finetune_learning_rates=preset.finetune_learning_rates[:1],
         compute_matched=False,
+        runs_diagnose=False,
     )
 
 
@@ -278,23 +280,22 @@ def main(argv=None) -> int:
     for target in preset.targets:
         for job in jobs[target]:
             grid.run(job)
-        base_dir = full.run_dir(target, "base", preset.seeds[0])
-        if not (base_dir / "diagnose.json").exists():
-            diagnose.diagnose(
-                full.config(target, "base", preset.seeds[0]),
-                str(base_dir),
-                num_batches=preset.diagnose_batches,
-            )
-        extras[target] = {
-            **full.curves(target),
-            "diagnose": json.loads((base_dir / "diagnose.json").read_text()),
-        }
+        extras[target] = full.curves(target)
+        if preset.runs_diagnose:
+            base_dir = full.run_dir(target, "base", preset.seeds[0])
+            if not (base_dir / "diagnose.json").exists():
+                diagnose.diagnose(
+                    full.config(target, "base", preset.seeds[0]),
+                    str(base_dir),
+                    num_batches=preset.diagnose_batches,
+                )
+            extras[target]["diagnose"] = json.loads((base_dir / "diagnose.json").read_text())
         rows += full.target_rows(target)
         # After every target, so an interrupted grid leaves the tables of those finished.
         write_csv(out / "results.csv", rows)
         extras_file.write_text(json.dumps(extras, indent=2))
         (out / "diagnose.json").write_text(
-            json.dumps({t: e["diagnose"] for t, e in extras.items()}, indent=2)
+            json.dumps({t: e["diagnose"] for t, e in extras.items() if "diagnose" in e}, indent=2)
         )
         write_plots(out, full, target)
         (out / "results.md").write_text(

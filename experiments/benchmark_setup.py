@@ -4,6 +4,7 @@ each run and fine-tuning, and the training FLOPs that compute matching compares.
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -59,16 +60,24 @@ class Preset:
     # Pool target share per target task (tasks not named: the task's default).
     pool_target_shares: Mapping[str, float] = dataclasses.field(default_factory=dict)
     compute_matched: bool = True
+    # The preflight test (--mode=diagnose) on base seed 0 of every target; off for pilots.
+    runs_diagnose: bool = True
 
     def __post_init__(self):
         # Runs keep a checkpoint at every evaluation; the diagnose test reads the latest
         # one within its budget, so there must be one.
-        if self.eval_every > diagnose.BUDGET_FRACTION * self.steps:
-            raise ValueError(
-                f"eval_every={self.eval_every} leaves no checkpoint within the diagnose "
-                f"budget ({diagnose.BUDGET_FRACTION:.0%} of steps={self.steps}); use "
-                f"eval_every <= {int(diagnose.BUDGET_FRACTION * self.steps)}."
-            )
+        budget = int(diagnose.BUDGET_FRACTION * self.steps)
+        if not self.runs_diagnose or self.eval_every <= budget:
+            return
+        fix = (
+            f"use eval_every <= {budget}"
+            if budget >= 1
+            else f"use steps >= {math.ceil(1 / diagnose.BUDGET_FRACTION)}"
+        )
+        raise ValueError(
+            f"eval_every={self.eval_every} leaves no checkpoint within the diagnose budget "
+            f"({diagnose.BUDGET_FRACTION:.0%} of steps={self.steps}): {fix}."
+        )
 
 
 SCARCE_METHODS = (

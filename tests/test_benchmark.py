@@ -14,6 +14,7 @@ import scipy.stats
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
+import benchmark  # noqa: E402
 import benchmark_grid  # noqa: E402
 import benchmark_report  # noqa: E402
 import benchmark_setup  # noqa: E402
@@ -162,6 +163,16 @@ def test_a_preset_without_a_checkpoint_in_the_diagnose_budget_is_refused():
     assert (
         dataclasses.replace(benchmark_setup.PRESETS["quick"], steps=100, eval_every=15).steps == 100
     )
+    # Below 7 steps no evaluation period fits in 15% of them: the fix is more steps.
+    with pytest.raises(ValueError, match="steps >= 7"):
+        dataclasses.replace(benchmark_setup.PRESETS["quick"], steps=4, eval_every=1)
+
+
+def test_a_pilot_runs_no_diagnose_test_so_any_step_count_is_accepted():
+    # The README's pilot: 200 steps of the scarce preset, evaluations every 50 (> 15% x 200).
+    pilot = benchmark.pilot_preset(benchmark_setup.PRESETS["scarce"], 200)
+    assert (pilot.steps, pilot.eval_every, pilot.runs_diagnose) == (200, 50, False)
+    assert benchmark.pilot_preset(benchmark_setup.PRESETS["quick"], 4).steps == 4
 
 
 def test_mixing_curve_is_reported_for_the_grid_run_and_for_the_long_run(tmp_path):
