@@ -382,29 +382,31 @@ class Benchmark:
             for seed in self.preset.seeds
         ]
 
-    def mixing_runs(self, target: str, seed: int) -> dict[str, pathlib.Path]:
-        """Mixing's run of ``seed`` and, when compute-matched, its long run: the workdirs
-        whose target_valid curves say whether mixing has used up the target sample."""
-        runs = {"": self.run_dir(target, "mixing", seed)}
-        if self.matched:
-            runs["long"] = self.long_dir(target, "mixing", seed)
+    def mixing_runs(self, target: str) -> dict[str, pathlib.Path]:
+        """Mixing's run of every seed (``"0"``) and, when compute-matched, its long run
+        (``"0 long"``): the workdirs whose target_valid curves say whether mixing has used
+        up the target sample."""
+        runs = {}
+        for seed in self.preset.seeds:
+            runs[str(seed)] = self.run_dir(target, "mixing", seed)
+            if self.matched:
+                runs[f"{seed} long"] = self.long_dir(target, "mixing", seed)
         return runs
 
     def curves(self, target: str) -> dict[str, Any]:
         """What the report says about the target beyond the CSV: the fine-tuning rate
-        grid, and the shape of mixing's target_valid curve per seed (``"0"``) and, when
-        compute-matched, of its long run (``"0 long"``)."""
+        grid, and the shape of each of mixing's target_valid curves (``mixing_runs``)."""
         extras: dict[str, Any] = {"finetune_lr": self.finetune_lr_record(target)}
         if "mixing" in self.grid_methods:
             extras["mixing_target_valid"] = {}
-            for seed in self.preset.seeds:
-                for kind, run in self.mixing_runs(target, seed).items():
-                    rows = read_rows(run)
-                    extras["mixing_target_valid"][f"{seed} {kind}".strip()] = {
-                        "shape": curve_shape(rows),
-                        "best_step": best_eval(rows)["step"],
-                        "last_step": _evals(rows, VALID_KEY)[-1]["step"],
-                        "best_bpb": best_eval(rows)[VALID_KEY],
-                        "last_bpb": _evals(rows, VALID_KEY)[-1][VALID_KEY],
-                    }
+            for label, run in self.mixing_runs(target).items():
+                rows = read_rows(run)
+                best, last = best_eval(rows), _evals(rows, VALID_KEY)[-1]
+                extras["mixing_target_valid"][label] = {
+                    "shape": curve_shape(rows),
+                    "best_step": best["step"],
+                    "last_step": last["step"],
+                    "best_bpb": best[VALID_KEY],
+                    "last_bpb": last[VALID_KEY],
+                }
         return extras

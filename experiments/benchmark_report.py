@@ -191,6 +191,15 @@ def comparison_cells(
     return cells
 
 
+def _curve_summary(curve: Mapping[str, Any]) -> str:
+    """``"still falling (best at step 550 of 600, +0.0030 bpb at the end)"``; the bpb above
+    the best is left out where the best is the last step or the record predates it."""
+    rise = ""
+    if "best_bpb" in curve and curve["best_step"] != curve["last_step"]:
+        rise = f", {curve['last_bpb'] - curve['best_bpb']:+.4f} bpb at the end"
+    return f"{curve['shape']} (best at step {curve['best_step']} of {curve['last_step']}{rise})"
+
+
 def target_report(target: str, rows, method_order: Sequence[str], extras) -> list[str]:
     """The markdown section of one target: notes, the two tables, verdict lists."""
     methods_here = [m for m in method_order if any(r["method"] == m for r in rows)]
@@ -213,16 +222,7 @@ def target_report(target: str, rows, method_order: Sequence[str], extras) -> lis
         ]
     curve = extras.get("mixing_target_valid")
     if curve:
-        parts = [
-            f"seed {s}: {c['shape']} (best at step {c['best_step']} of {c['last_step']}"
-            + (
-                f", {c['last_bpb'] - c['best_bpb']:+.4f} bpb at the end"
-                if "best_bpb" in c and c["best_step"] != c["last_step"]
-                else ""
-            )
-            + ")"
-            for s, c in curve.items()
-        ]
+        parts = [f"seed {label}: {_curve_summary(c)}" for label, c in curve.items()]
         lines += [f"Mixing's target_valid curve: {'; '.join(parts)}.", ""]
     before = [c for c in BEFORE_FINETUNING if _present(rows, c)]
     after = [c for c in AFTER_FINETUNING if _present(rows, c)]
@@ -385,9 +385,8 @@ def write_plots(out: pathlib.Path, bench: Benchmark, target: str) -> None:
         start = preset.steps // 4  # the first steps' drop would hide the tail's shape
         plot.plot_metric(
             {
-                f"seed {s} {kind}".strip(): [r for r in read_rows(run) if r["step"] >= start]
-                for s in preset.seeds
-                for kind, run in bench.mixing_runs(target, s).items()
+                f"seed {label}": [r for r in read_rows(run) if r["step"] >= start]
+                for label, run in bench.mixing_runs(target).items()
             },
             VALID_KEY,
             out / f"{target}_mixing_target_valid.png",
