@@ -139,6 +139,8 @@ GENERIC_RULES: tuple[Rule, ...] = (
     Rule("outer.optimizer", *one_of(registry.OPTIMIZERS)),
     Rule("outer.learning_rate", *number(0, lo_open=True)),
     Rule("outer.every", *integer(1)),
+    Rule("outer.stop_after", *integer(1, optional=True, note=" (None: never stop)")),
+    Rule("outer.batch_fraction", *number(0, 1, lo_open=True, optional=True)),
     # run
     Rule("diagnose.step", *integer(0, optional=True, note=" (None: the earliest after warm-up)")),
     Rule("mesh.fsdp", *integer(1, note=" (and divide the number of devices)")),

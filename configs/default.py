@@ -157,8 +157,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Optimiser and learning rate of phi, the weighting model (adam | sgd).
     config.outer.optimizer = "adam"
     config.outer.learning_rate = 1e-3
-    # Outer update every this many steps (after select.warmup_steps).
+    # Outer update every this many steps (after select.warmup_steps); the steps between
+    # do not compute it (amortised selection: docs/algorithms.md, "Compute accounting").
     config.outer.every = 1
+    # No outer update from this step on: phi is frozen and only scores (None: never stop).
+    config.outer.stop_after = ml_collections.config_dict.placeholder(int)
+    # The outer update sees a random fraction in (0, 1] of its generic and of its target
+    # batch (None: all of both).
+    config.outer.batch_fraction = ml_collections.config_dict.placeholder(float)
 
     # Each registered method's own block (adaptive_data/methods/registry.py): mixing,
     # finetune, align_filter, anograd, soba, dds, mixture (domain_mixture), dsir, cds, rho.

@@ -336,6 +336,8 @@ def selecting_method(
         outer_batch=outer_batch,
         selection_warmup_steps=int(config.select.warmup_steps),
         outer_every=int(config.outer.every),
+        outer_stop_after=int(config.outer.stop_after or 0),
+        outer_batch_fraction=float(config.outer.batch_fraction or 1.0),
         **fields,
         **_common(config, context, name),
     )

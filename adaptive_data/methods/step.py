@@ -20,6 +20,7 @@ The selected batch is constrained to the data-parallel sharding of the mesh in c
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -87,12 +88,26 @@ def _select(method: Method, state: ts.TrainState, big, target, key, active: bool
     return indices_b, weights_b, metrics
 
 
+def subsample(batch, fraction: float, key):
+    """A uniform random ``ceil(fraction * n)`` of the n examples of ``batch``, without
+    replacement (the whole batch, unpermuted, at fraction 1)."""
+    n = jax.tree.leaves(batch)[0].shape[0]
+    m = math.ceil(fraction * n)
+    if m >= n:
+        return batch
+    return selection.gather(batch, jax.random.permutation(key, n)[:m])
+
+
 def _outer_update(method: Method, state: ts.TrainState, big, selected, target, key):
     generic = {
         "big": big,
         "selected": selected,
         "uniform": selection.gather(big, jnp.arange(method.batch_size)),
     }[method.outer_batch]
+    if method.outer_batch_fraction < 1.0:
+        key, generic_key, target_key = jax.random.split(key, 3)
+        generic = subsample(generic, method.outer_batch_fraction, generic_key)
+        target = subsample(target, method.outer_batch_fraction, target_key)
     method_state: OuterState = state.method_state
     phi, outer_state, metrics = method.outer.update(
         method_state.phi, method_state.outer, state.params, generic, target, key

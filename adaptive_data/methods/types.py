@@ -97,6 +97,10 @@ class Method:
         logged on active steps; None: none.
       selection_warmup_steps: before this step, b uniform examples and no outer update.
       outer_every: the outer update runs on every ``outer_every``-th step after warm-up.
+      outer_stop_after: no outer update from this step on (phi frozen: scoring only);
+        0: never stop.
+      outer_batch_fraction: the outer update sees a random ``ceil(fraction * n)`` of
+        the n examples of its generic batch and of its target batch (1.0: all).
       init_from: workdir whose parameters a fresh run starts from ('' = random init).
       keep_best: keep the parameters with the best ``eval/target_valid_bpb``.
       num_domains: K, for the per-domain share of the selected examples.
@@ -120,12 +124,18 @@ class Method:
     selected_metrics: Callable[..., dict[str, Any]] | None = None
     selection_warmup_steps: int = 0
     outer_every: int = 1
+    outer_stop_after: int = 0
+    outer_batch_fraction: float = 1.0
     init_from: str = ""
     keep_best: bool = False
     num_domains: int = 1
     target_domain_id: int | None = None
 
     def __post_init__(self):
+        if not 0.0 < self.outer_batch_fraction <= 1.0:
+            raise ValueError(
+                f"{self.name}: outer_batch_fraction={self.outer_batch_fraction} must be in (0, 1]."
+            )
         if self.outer_batch not in OUTER_BATCHES:
             raise ValueError(
                 f"{self.name}: outer_batch={self.outer_batch!r} must be one of {OUTER_BATCHES}."
@@ -145,11 +155,14 @@ class Method:
     def flags(self, step: int) -> dict[str, bool]:
         """Static flags of model update ``step`` (0-based): ``active`` (scores select the
         batch) after the selection warm-up, ``outer_update`` every ``outer_every`` steps
-        after it. A host-side schedule, so no compiled step pays for a conditional."""
+        after it and before ``outer_stop_after`` (when set). A host-side schedule, so no
+        compiled step pays for a conditional: a step without the outer update does not
+        compute it."""
         active = self.selects and step >= self.selection_warmup_steps
         outer_update = (
             self.outer is not None
             and step >= self.selection_warmup_steps
             and step % self.outer_every == 0
+            and (self.outer_stop_after == 0 or step < self.outer_stop_after)
         )
         return {"active": active, "outer_update": outer_update}
