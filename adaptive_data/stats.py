@@ -8,6 +8,10 @@ seed or per task), so it is plain numpy; only the Student-t quantile comes from 
   variation common to both. :func:`paired_difference` gives their mean with a Student-t
   confidence interval, :func:`relative_paired_difference` the same on ``d_i / b_i``, and
   :func:`compare` turns the interval into "better" / "worse" / "not distinguishable".
+* Compute accounting. :func:`frontier_flops` inverts a compute frontier (bpb against
+  FLOPs, linear in log FLOPs between points) and :func:`ratio_interval` gives the geometric
+  mean of per-seed ratios (e.g. effective compute multipliers) with a t interval of their
+  logs (docs/algorithms.md, "Compute accounting").
 * Predictor validation. :func:`spearman` (rank correlation, average ranks for ties),
   :func:`roc_auc` (Mann-Whitney U / (n_pos n_neg), ties counted 1/2) and
   :func:`leave_one_group_out_threshold` (a threshold fitted on all groups but one, scored on
@@ -237,3 +241,64 @@ def leave_one_group_out_threshold(
         thresholds[group] = tau
         correct += int(((scores_arr[held_out] > tau) == labels_arr[held_out]).sum())
     return correct / scores_arr.size, thresholds
+
+
+# ----------------------------------------------------------------------------- compute
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontierPoint:
+    """Where a compute frontier reaches a bpb: ``flops``, and ``where`` it was found:
+    "inside" (interpolated between two points), "below" (worse than the cheapest point:
+    extrapolated along the first segment, so the true value is at most the cheapest
+    point's FLOPs) or "above" (better than the dearest point: extrapolated along the last
+    segment, so the true value is at least the dearest point's FLOPs)."""
+
+    flops: float
+    where: str
+
+
+def frontier_flops(flops: Sequence[float], bpb: Sequence[float], target: float) -> FrontierPoint:
+    """The FLOPs at which a frontier reaches bpb ``target``.
+
+    The frontier is the piecewise-linear curve through ``(log flops_j, bpb_j)`` in order
+    of FLOPs; the answer is its first crossing of ``target`` (the smallest spend that does
+    as well). Outside the frontier the nearest segment is extended (``where`` says so).
+
+    Args:
+      flops: shape ``[J]``, J >= 2 distinct positive budgets.
+      bpb: shape ``[J]``, the bpb reached at each budget (lower is better; need not be
+        monotone).
+      target: the bpb to reach.
+    """
+    order = np.argsort(np.asarray(flops, dtype=float))
+    x = np.log(np.asarray(flops, dtype=float)[order])
+    y = np.asarray(bpb, dtype=float)[order]
+    if x.size < 2 or np.unique(x).size != x.size:
+        raise ValueError(f"a frontier needs at least two distinct budgets, got FLOPs {flops}.")
+
+    def along(i: int, where: str) -> FrontierPoint:  # on the line through points i, i+1
+        slope = (y[i + 1] - y[i]) / (x[i + 1] - x[i])
+        if slope == 0.0:
+            return FrontierPoint(float(np.exp(x[i])), where)
+        return FrontierPoint(float(np.exp(x[i] + (target - y[i]) / slope)), where)
+
+    if target >= y[0]:
+        return FrontierPoint(float(np.exp(x[0])), "inside") if target == y[0] else along(0, "below")
+    for i in range(x.size - 1):
+        if y[i + 1] <= target:
+            return along(i, "inside")
+    return along(x.size - 2, "above")
+
+
+def ratio_interval(ratios: Sequence[float], confidence: float = 0.95) -> PairedDifference:
+    """Geometric mean of positive ratios (one per seed) with the t interval of their logs,
+    mapped back: ``exp(mean log r)`` and ``exp(mean log r -/+ t sd / sqrt(n))``."""
+    r = np.asarray(ratios, dtype=float)
+    if r.size == 0 or np.any(~(r > 0.0)):
+        raise ValueError(f"ratios must be positive numbers, got {list(ratios)}.")
+    logs = _t_interval(np.log(r), confidence)
+    sd = logs.sd
+    return PairedDifference(
+        math.exp(logs.mean), math.exp(logs.low), math.exp(logs.high), sd, logs.n, confidence
+    )

@@ -1,0 +1,202 @@
+"""Tables and plots of the compute-multiplier study (``compute_multiplier.py``): the recipe
+choices, per target the multiplier of every method against base's and mixing's annealed
+frontiers with its 95% interval over seeds, the frontier plot of each target and the
+amortisation frontier (multiplier against FLOPs per step)."""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import platform
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from adaptive_data import stats  # noqa: E402
+
+MULTIPLIERS = (
+    ("multiplier_base", "x base"),
+    ("multiplier_base_finetuned", "x base, FT"),
+    ("multiplier_mixing_finetuned", "x mixing, FT"),
+)
+
+
+def _by(rows, **where) -> list[Mapping[str, Any]]:
+    return [r for r in rows if all(r[k] == v for k, v in where.items())]
+
+
+def _names(rows, target: str) -> list[str]:
+    return list(dict.fromkeys(r["method"] for r in _by(rows, target=target)))
+
+
+def multiplier_cell(rows: Sequence[Mapping[str, Any]], column: str) -> str:
+    """Geometric mean over seeds [95% t interval of the log], with the seed count and a
+    mark where a seed's value was extrapolated beyond a frontier ("<" below, ">" above)."""
+    values = [r[column] for r in rows if isinstance(r.get(column), (int, float))]
+    if not values:
+        return "-"
+    interval = stats.ratio_interval(values)
+    marks = {r.get(f"{column}_where") for r in rows} & {"below", "above"}
+    mark = "".join(sorted({"below": "<", "above": ">"}[m] for m in marks))
+    text = f"{interval.mean:.2f}"
+    if interval.n > 1:
+        text += f" [{interval.low:.2f}, {interval.high:.2f}]"
+    return f"{text} (n={interval.n}){mark}"
+
+
+def pays(rows: Sequence[Mapping[str, Any]], column: str) -> str:
+    """ "pays" (interval above 1), "does not pay" (below 1) or "unclear"."""
+    values = [r[column] for r in rows if isinstance(r.get(column), (int, float))]
+    if len(values) < 2:
+        return "unclear"
+    interval = stats.ratio_interval(values)
+    if interval.low > 1.0:
+        return "pays"
+    return "does not pay" if interval.high < 1.0 else "unclear"
+
+
+def _mean(rows, column: str) -> str:
+    values = [r[column] for r in rows if isinstance(r.get(column), (int, float))]
+    return f"{statistics.fmean(values):.3f}" if values else "-"
+
+
+def recipe_lines(recipe: Mapping[str, Any]) -> list[str]:
+    lines = ["## Recipe (seed 0, final target_valid bpb; best-step for fine-tuning)", ""]
+    for target, choice in recipe.items():
+        lines.append(f"**{target}**")
+        for budget, tuned in choice.get("base_lr", {}).items():
+            tried = ", ".join(f"{lr}: {v:.4f}" for lr, v in tuned["tried"].items())
+            lines.append(f"- base peak rate at {budget}x: {tuned['chosen']:g} (tried {tried})")
+        if "finetune_lr" in choice:
+            tuned = choice["finetune_lr"]
+            tried = ", ".join(f"{lr}: {v:.4f}" for lr, v in tuned["tried"].items())
+            lines.append(f"- fine-tuning rate: {tuned['chosen']:g} (tried {tried})")
+        for name, tuned in choice.get("outer_lr", {}).items():
+            tried = ", ".join(f"{lr}: {v:.4f}" for lr, v in tuned["tried"].items())
+            lines.append(f"- {name} outer rate: {tuned['chosen']:g} (tried {tried})")
+        lines.append("")
+    return lines
+
+
+def target_lines(target: str, rows) -> list[str]:
+    lines = [
+        f"## {target}",
+        "",
+        "| method | FLOPs x base | target bpb | after FT | "
+        + " | ".join(label for _, label in MULTIPLIERS)
+        + " | pays (x base, FT) |",
+        "|---|---|---|---|" + "---|" * len(MULTIPLIERS) + "---|",
+    ]
+    for name in _names(rows, target):
+        group = _by(rows, target=target, method=name)
+        cells = [multiplier_cell(group, column) for column, _ in MULTIPLIERS]
+        lines.append(
+            f"| {name} | {_mean(group, 'flops_vs_base')} | {_mean(group, 'target_bpb')} | "
+            f"{_mean(group, 'target_bpb_finetuned')} | "
+            + " | ".join(cells)
+            + f" | {pays(group, 'multiplier_base_finetuned')} |"
+        )
+    return [*lines, ""]
+
+
+def markdown(preset, rows, recipe, flops, command: str) -> str:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Effective compute multipliers",
+        "",
+        f"Preset `{preset.size}` model, {preset.steps} steps of b = {preset.batch_size}, "
+        f"k = {preset.downsampling}, seeds {list(preset.seeds)}, targets "
+        f"{list(preset.targets)}. Written {now} on {platform.node() or 'this machine'} "
+        f"({platform.machine()}, jax {jax.__version__}, {jax.default_backend()}).",
+        "",
+        f"Command: `{command}`",
+        "",
+        "A multiplier is the FLOPs at which the frontier (base or mixing trained at 1x-8x "
+        "base's FLOPs, each run annealed to its own end) reaches the method's target test "
+        "bpb, over the method's training FLOPs; above 1 the method buys more than its "
+        "compute would as plain training. Cells: geometric mean over seeds [95% t interval "
+        "of the log] (n seeds); `<` / `>`: some seed fell below the frontier's cheapest / "
+        "beyond its dearest point and was extrapolated along the nearest segment. Rows "
+        "`base_x2`... are the frontier points themselves.",
+        "",
+        *recipe_lines(recipe),
+    ]
+    for target in preset.targets:
+        if _by(rows, target=target):
+            lines += target_lines(target, rows)
+    lines += ["## FLOPs per step (XLA cost analysis, x base)", ""]
+    lines += ["| variant | warm-up | selection | selection + outer update |", "|---|---|---|---|"]
+    base = flops.get("base", {}).get("warmup")
+    for name, phases in flops.items():
+        cells = [
+            f"{phases[p] / base:.2f}" if base and p in phases else "-"
+            for p in ("warmup", "select", "select_outer")
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(out: pathlib.Path, preset, rows) -> None:
+    """``<target>_frontier.png`` per target and ``amortisation_frontier.png``."""
+    for target in preset.targets:
+        target_rows = _by(rows, target=target)
+        if not target_rows:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
+        for ax, column, title in zip(
+            axes, ("target_bpb", "target_bpb_finetuned"), ("before", "after")
+        ):
+            for frontier, style in (("base", "k-o"), ("mixing", "b--s")):
+                points = {}
+                for r in _by(target_rows, frontier=frontier):
+                    points.setdefault(r["flops_vs_base"], []).append(r[column])
+                if points:
+                    xs = sorted(points)
+                    ax.plot(xs, [statistics.fmean(points[x]) for x in xs], style, label=frontier)
+            for name in _names(target_rows, target):
+                group = [r for r in _by(target_rows, method=name) if not r["frontier"]]
+                if group:
+                    x = statistics.fmean(r["flops_vs_base"] for r in group)
+                    y = statistics.fmean(r[column] for r in group)
+                    ax.plot([x], [y], "o", alpha=0.8)
+                    ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.set_xscale("log")
+            ax.set_xlabel("training FLOPs / base's at the preset's steps")
+            ax.set_ylabel("target test bpb (mean over seeds)")
+            ax.set_title(f"{target}: {title} fine-tuning")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"{target}_frontier.png", dpi=110)
+        plt.close(fig)
+    selection = [r for r in rows if not r["frontier"]]
+    if not selection:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for target in preset.targets:
+        xs, ys, names = [], [], []
+        for name in _names(selection, target):
+            group = _by(selection, target=target, method=name)
+            values = [r["multiplier_base_finetuned"] for r in group]
+            if values and all(isinstance(v, (int, float)) for v in values):
+                xs.append(statistics.fmean(r["flops_vs_base"] for r in group))
+                ys.append(stats.ratio_interval(values).mean)
+                names.append(name)
+        line = ax.plot(xs, ys, "o", label=target)[0]
+        for x, y, name in zip(xs, ys, names):
+            ax.annotate(name, (x, y), fontsize=6, color=line.get_color())
+    ax.axhline(1.0, color="grey", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training FLOPs / base's (FLOPs per step x steps)")
+    ax.set_ylabel("effective compute multiplier (x base, after FT)")
+    ax.set_title("Amortisation frontier")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "amortisation_frontier.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,150 @@
+"""The compute-multiplier study (experiments/compute_multiplier.py): inverting a frontier,
+the log-scale interval of ratios, rate tuning that extends its grid at an edge, the
+budget-to-rate rule, the multipliers of a row, and the FLOPs of an amortised schedule
+(against a naive count of its compiled step kinds). The end-to-end run is in the slow tier."""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from adaptive_data import stats
+
+from conftest import REPO_ROOT, tiny_config
+
+sys.path.insert(0, str(REPO_ROOT / "experiments"))
+import compute_multiplier  # noqa: E402
+
+
+def test_frontier_flops_interpolates_linearly_in_log_flops():
+    # bpb = 3 - 0.2 * log2(F): F = 2 ** ((3 - y) / 0.2) exactly.
+    flops = [1e9, 2e9, 4e9, 8e9]
+    bpb = [3.0 - 0.2 * math.log2(f / 1e9) for f in flops]
+    for y in (2.95, 2.7, 2.45, 3.0):
+        point = stats.frontier_flops(flops, bpb, y)
+        assert point.where == "inside"
+        assert point.flops == pytest.approx(1e9 * 2 ** ((3.0 - y) / 0.2), rel=1e-9)
+    below = stats.frontier_flops(flops, bpb, 3.1)
+    above = stats.frontier_flops(flops, bpb, 2.2)
+    assert (below.where, above.where) == ("below", "above")
+    assert below.flops == pytest.approx(1e9 * 2**-0.5)
+    assert above.flops == pytest.approx(1e9 * 2**4)
+
+
+def test_frontier_flops_takes_the_first_crossing_of_a_noisy_frontier():
+    # Not monotone: 2.8 is first reached between the 1x and 2x points.
+    point = stats.frontier_flops([1, 2, 4, 8], [3.0, 2.7, 2.9, 2.5], 2.8)
+    assert point.where == "inside"
+    assert point.flops == pytest.approx(2 ** (2 / 3))
+    with pytest.raises(ValueError, match="two distinct budgets"):
+        stats.frontier_flops([1, 1], [3.0, 2.0], 2.5)
+
+
+def test_ratio_interval_is_a_t_interval_of_the_logs():
+    ratios = [1.2, 1.5, 1.3]
+    logs = np.log(ratios)
+    half = scipy.stats.t.ppf(0.975, 2) * logs.std(ddof=1) / math.sqrt(3)
+    interval = stats.ratio_interval(ratios)
+    assert interval.mean == pytest.approx(math.exp(logs.mean()))
+    assert interval.low == pytest.approx(math.exp(logs.mean() - half))
+    assert interval.high == pytest.approx(math.exp(logs.mean() + half))
+    with pytest.raises(ValueError, match="positive"):
+        stats.ratio_interval([1.0, -0.5])
+
+
+def test_tune_extends_the_grid_past_an_edge_until_the_best_is_inside():
+    ladder = compute_multiplier.RATE_LADDER
+    calls = []
+
+    def score(lr):  # a bowl in log rate with its minimum at 1e-1
+        calls.append(lr)
+        return (math.log10(lr) + 1.0) ** 2
+
+    result = compute_multiplier.tune(ladder, (1e-3, 3e-3, 1e-2), score)
+    assert result["chosen"] == 1e-1
+    assert calls == [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]  # stops once 1e-1 is inside
+    assert not result["at_ladder_end"]
+    at_end = compute_multiplier.tune(ladder, (1e-4, 3e-4), lambda lr: lr)
+    assert at_end["chosen"] == 1e-4 and at_end["at_ladder_end"]
+    flat = compute_multiplier.tune(ladder, (1e-3, 3e-3, 1e-2), lambda lr: 1.0)
+    assert flat["chosen"] == 1e-3 and list(flat["tried"]) == ["0.001", "0.003", "0.01"]
+    with pytest.raises(ValueError, match="not on the ladder"):
+        compute_multiplier.tune(ladder, (2e-3,), score)
+
+
+def test_each_budget_takes_the_rate_of_the_nearest_tuned_budget_in_log_scale():
+    nearest = compute_multiplier.nearest_budget
+    assert [nearest(b, [1, 8]) for b in (1, 2, 4, 8)] == [1, 1, 8, 8]
+    assert nearest(2, [1, 4]) == 1  # a tie goes to the smaller budget
+
+
+def test_multipliers_of_a_row_against_its_own_seeds_frontier():
+    def point(frontier, seed, flops, bpb):
+        return {
+            "target": "t",
+            "method": f"{frontier}_{flops}",
+            "seed": seed,
+            "frontier": frontier,
+            "train_flops": flops,
+            "target_bpb": bpb,
+            "target_bpb_finetuned": bpb - 0.1,
+        }
+
+    rows = [point("base", s, f, 3.0 - 0.2 * math.log2(f) + s) for s in (0, 1) for f in (1, 2, 4)]
+    method = {**point("", 1, 2.0, 3.6), "method": "m"}  # seed 1's frontier: 4.0 - 0.2 log2 F
+    rows = compute_multiplier.add_multipliers([*rows, method])
+    assert method["multiplier_base"] == pytest.approx(4.0 / 2.0)
+    assert method["multiplier_base_finetuned"] == pytest.approx(4.0 / 2.0)
+    assert method["multiplier_mixing"] is None  # no mixing frontier
+
+
+def test_schedule_flops_counts_each_step_kind_as_a_naive_loop_does():
+    config = tiny_config(
+        "method=anograd,runlocal",
+        **{
+            "train.steps": 40,
+            "select.warmup_steps": 5,
+            "outer.every": 4,
+            "outer.stop_after": 30,
+        },
+    )
+    per_phase = {"warmup": 1.0, "select": 10.0, "select_outer": 100.0}
+    # Warm-up steps 0-4; outer updates at 8, 12, ..., 28 (6 of them); the rest select.
+    naive = 5 * 1.0 + 6 * 100.0 + (40 - 5 - 6) * 10.0
+    assert compute_multiplier.schedule_flops(config, per_phase) == naive
+
+
+@pytest.mark.slow
+def test_the_quick_study_runs_end_to_end(tmp_path, tfds_dir):
+    out = tmp_path / "out"
+    subprocess.run(
+        [
+            sys.executable,
+            "experiments/compute_multiplier.py",
+            "--preset=quick",
+            f"--workdir={tmp_path / 'runs'}",
+            f"--out={out}",
+            f"--tfds_data_dir={tfds_dir}",
+            "--variants=dsir,anograd_every4",
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+    )
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    for column in (
+        "target",
+        "method",
+        "seed",
+        "train_flops",
+        "flops_vs_base",
+        "target_bpb",
+        "target_bpb_finetuned",
+        "multiplier_base",
+        "multiplier_base_finetuned",
+        "multiplier_mixing_finetuned",
+    ):
+        assert column in header
+    assert (out / "python_frontier.png").exists() and (out / "amortisation_frontier.png").exists()
