@@ -520,7 +520,7 @@ def _write_json(path: pathlib.Path, value: Any) -> None:
 def add_multipliers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each row gains ``multiplier_<frontier>[_finetuned]`` (and ``..._where``) against the
     base and mixing frontiers of the same target and seed (None: no frontier of >= 2
-    points yet)."""
+    points yet, or the row is a point of that frontier)."""
     for row in rows:
         for frontier in ("base", "mixing"):
             points = [
@@ -533,7 +533,7 @@ def add_multipliers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for suffix, column in (("", "target_bpb"), ("_finetuned", "target_bpb_finetuned")):
                 key = f"multiplier_{frontier}{suffix}"
                 row[key], row[f"{key}_where"] = None, ""
-                if len(points) < 2:
+                if len(points) < 2 or row["frontier"] == frontier:  # a point of it: 1
                     continue
                 reached = stats.frontier_flops(
                     [p["train_flops"] for p in points], [p[column] for p in points], row[column]

@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -142,6 +143,14 @@ def markdown(preset, rows, recipe, flops, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _log_x(ax) -> None:
+    """Log x axis with plain tick labels at the frontier's budgets."""
+    ax.set_xscale("log")
+    ax.set_xticks([0.5, 1, 2, 4, 8, 16])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def plots(out: pathlib.Path, preset, rows) -> None:
     """``<target>_frontier.png`` per target and ``amortisation_frontier.png``."""
     for target in preset.targets:
@@ -166,7 +175,7 @@ def plots(out: pathlib.Path, preset, rows) -> None:
                     y = statistics.fmean(r[column] for r in group)
                     ax.plot([x], [y], "o", alpha=0.8)
                     ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-            ax.set_xscale("log")
+            _log_x(ax)
             ax.set_xlabel("training FLOPs / base's at the preset's steps")
             ax.set_ylabel("target test bpb (mean over seeds)")
             ax.set_title(f"{target}: {title} fine-tuning")
@@ -191,7 +200,7 @@ def plots(out: pathlib.Path, preset, rows) -> None:
         for x, y, name in zip(xs, ys, names):
             ax.annotate(name, (x, y), fontsize=6, color=line.get_color())
     ax.axhline(1.0, color="grey", lw=1)
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_yscale("log")
     ax.set_xlabel("training FLOPs / base's (FLOPs per step x steps)")
     ax.set_ylabel("effective compute multiplier (x base, after FT)")
