@@ -174,8 +174,16 @@ def phase_of(flags: Mapping[str, bool]) -> str:
     return "select" if flags["active"] else "warmup"
 
 
-def step_flops_by_phase(config) -> dict[str, float]:
-    """XLA FLOPs of one train step of ``config``'s method in each phase it reaches."""
+PHASE_FLAGS = {
+    "warmup": {"active": False, "outer_update": False},
+    "select": {"active": True, "outer_update": False},
+    "select_outer": {"active": True, "outer_update": True},
+}
+
+
+def step_flops_by_phase(config, phases: Sequence[str] | None = None) -> dict[str, float]:
+    """XLA FLOPs of one train step of ``config``'s method in each of ``phases`` (names of
+    ``PHASE_FLAGS``; default: each phase its schedule reaches in ``train.steps``)."""
     setup = run_setup.build(
         config, domains=("generic_a", "generic_b", "target"), target_domain="target"
     )
@@ -193,11 +201,12 @@ def step_flops_by_phase(config) -> dict[str, float]:
         for s, (_, n) in method.streams.items()
     }
     step = methods.jit_train_step(method)
-    phases = {phase_of(method.flags(s)): method.flags(s) for s in range(int(config.train.steps))}
+    if phases is None:
+        phases = sorted({phase_of(method.flags(s)) for s in range(int(config.train.steps))})
     state = setup.abstract_state()
     return {
-        phase: benchlib.xla_flops(step.lower(state, batches, **flags).compile())
-        for phase, flags in phases.items()
+        phase: benchlib.xla_flops(step.lower(state, batches, **PHASE_FLAGS[phase]).compile())
+        for phase in phases
     }
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import pathlib
 import sys
 
@@ -83,19 +84,22 @@ def _paper_downsampling(method: str) -> int:
 
 def method_row(size: Size, method: str, base: float) -> dict[str, float | str]:
     config = size_config(size, method)
-    phases = step_flops_by_phase(config)
-    select = phases.get("select", phases.get("warmup"))
+    spec = methods.METHODS[method]
+    selects = spec.scorer != "none"
+    phases = step_flops_by_phase(config, ("select", "select_outer") if selects else ("warmup",))
+    select = phases["select" if selects else "warmup"]
     full = phases.get("select_outer", select)
     overhead = full - base
+    has_overhead = selects and overhead > 0.01 * base
     return {
         "size": size.name,
         "method": method,
-        "k": config.select.downsampling if methods.METHODS[method].scorer != "none" else 1,
+        "k": config.select.downsampling if selects else 1,
         "select x base": select / base,
         "full x base": full / base,
         "every 4": (select + (full - select) / 4) / base,
         "every 16": (select + (full - select) / 16) / base,
-        "scorer share": (select - base) / overhead if overhead > 0 else float("nan"),
+        "scorer share": (select - base) / overhead if has_overhead else math.nan,
     }
 
 
