@@ -319,6 +319,9 @@ def markdown_report(
     info = benchlib.machine_info()
     targets = [t for t in preset.targets if any(r["target"] == t for r in rows)]
     shares = ", ".join(f"{t} {s}" for t, s in preset.pool_target_shares.items()) or "defaults"
+    rates = ", ".join(
+        f"{t} {preset.learning_rates.get(t, preset.learning_rate):g}" for t in preset.targets
+    )
     lines = [
         f"# Benchmark `{title}`",
         "",
@@ -331,7 +334,8 @@ def markdown_report(
         f"every method, big batch B = {preset.downsampling} x b for the selection methods "
         f"(uniform for the first {preset.selection_warmup} steps); target_train of at most "
         f"{preset.max_target_train or 1000} documents; pool target shares: "
-        f"{shares}. Fine-tuning: {preset.finetune_steps} steps on target_train at the rate "
+        f"{shares}; peak learning rate {rates}. Fine-tuning: {preset.finetune_steps} steps "
+        "on target_train at the rate "
         f"chosen from {list(preset.finetune_learning_rates)} on base seed 0, read at the best "
         "step by target_valid. Bits per byte on target_test, lower is better. Every "
         "comparison pairs the same seeds of the two methods: mean relative difference "

@@ -56,6 +56,8 @@ class Preset:
     diagnose_batches: int
     methods: tuple[str, ...] = GRID_METHODS
     learning_rate: float = 1e-3
+    # Peak rate per target task where it was tuned (tasks not named: ``learning_rate``).
+    learning_rates: Mapping[str, float] = dataclasses.field(default_factory=dict)
     max_target_train: int | None = None  # None: the config's default
     # Pool target share per target task (tasks not named: the task's default).
     pool_target_shares: Mapping[str, float] = dataclasses.field(default_factory=dict)
@@ -196,7 +198,7 @@ def run_config(preset: Preset, target: str, method: str, seed: int, args, steps=
         "train.steps": steps,
         "train.batch_size": preset.batch_size,
         "train.target_batch_size": preset.batch_size,
-        "train.learning_rate": preset.learning_rate,
+        "train.learning_rate": preset.learning_rates.get(target, preset.learning_rate),
         "train.eval_every": preset.eval_every,
         "train.log_every": max(1, min(10, preset.eval_every)),
         "eval.max_examples": preset.eval_examples,

@@ -148,3 +148,17 @@ def test_the_quick_study_runs_end_to_end(tmp_path, tfds_dir):
     ):
         assert column in header
     assert (out / "python_frontier.png").exists() and (out / "amortisation_frontier.png").exists()
+
+
+def test_a_preset_trains_each_target_at_its_tuned_rate():
+    import dataclasses
+    import types
+
+    import benchmark_setup
+
+    preset = dataclasses.replace(
+        benchmark_setup.PRESETS["quick"], learning_rates={"python": 3e-3}, learning_rate=1e-3
+    )
+    args = types.SimpleNamespace(tfds_data_dir=None)
+    assert benchmark_setup.run_config(preset, "python", "base", 0, args).train.learning_rate == 3e-3
+    assert benchmark_setup.run_config(preset, "jargon", "base", 0, args).train.learning_rate == 1e-3
