@@ -15,8 +15,8 @@ The protocol (docs/algorithms.md, "Compute accounting"), per target task of the 
    chosen the same way from ``FINETUNE_RATES`` on base 1x (best ``target_valid`` step).
    Amortised variants with fewer outer updates (``Variant.outer_rates``) choose their
    outer learning rate the same way on seed 0. Every method trains at the 1x rate.
-2. **Annealed frontier.** Base at ``BASE_BUDGETS`` x its own FLOPs (the preset's steps
-   times the budget) and mixing at ``MIXING_BUDGETS`` x base's FLOPs (mixing reads a
+2. **Annealed frontiers** (``FRONTIERS``). Base at 1, 2, 4, 8 x its own FLOPs (the
+   preset's steps times the budget) and mixing at 1, 2, 4 x base's FLOPs (mixing reads a
    target batch as well, so it takes fewer steps), every point a separate run whose
    schedule (warm-up, cosine decay) ends at its own last step, at the rate of the nearest
    tuned budget (in log budget; 1x on a tie); every point fine-tuned.
@@ -82,8 +82,26 @@ OUTER_LADDER = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 BASE_RATES = (1e-3, 3e-3, 1e-2, 3e-2)
 FINETUNE_RATES = (1e-4, 3e-4, 1e-3)
 OUTER_RATES = (1e-3, 3e-3, 1e-2)
-BASE_BUDGETS = (1, 2, 4, 8)
-MIXING_BUDGETS = (1, 2, 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Frontier:
+    """Runs of ``method`` (with ``overrides``) at ``budgets`` x base's training FLOPs at
+    the preset's steps, each annealed to its own end; its rows are named ``name`` (1x) and
+    ``name_x<budget>``."""
+
+    name: str
+    method: str
+    budgets: tuple[float, ...]
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# Base's frontier first: it defines the multiplier, and its budgets the rate tuning's.
+FRONTIERS = (
+    Frontier("base", "base", (1, 2, 4, 8)),
+    Frontier("mixing", "mixing", (1, 2, 4)),  # the authors' separate target batch
+)
+BASE_BUDGETS = FRONTIERS[0].budgets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,10 +310,13 @@ class Study:
         config = self.config(target, "base", 0, self.preset.steps, 1e-3)
         return schedule_flops(config, self.phase_flops("base", config))
 
-    def mixing_steps(self, target: str, budget: float) -> int:
-        """Mixing's steps at ``budget`` x base's FLOPs."""
-        config = self.config(target, "mixing", 0, self.preset.steps, 1e-3)
-        per_step = self.phase_flops("mixing", config)["warmup"]
+    def frontier_steps(self, target: str, frontier: Frontier, budget: float) -> int:
+        """The steps at which ``frontier``'s run spends ``budget`` x base's FLOPs."""
+        if frontier.method == "base" and not frontier.overrides:
+            return round(budget * self.preset.steps)
+        config = self.config(target, frontier.method, 0, self.preset.steps, 1e-3)
+        config = config_args.override(config, dict(frontier.overrides))
+        per_step = self.phase_flops(frontier.name, config)["warmup"]
         return max(1, round(budget * self.base_flops(target) / per_step))
 
     # ------------------------------------------------------------------ runs
@@ -310,17 +331,21 @@ class Study:
         config = finetune_config(self.preset, source, base_config, lr, self.args)
         return self.run(f"{target}/{workdir.name}", "finetune", workdir, config)
 
-    def frontier_run(self, target: str, baseline: str, budget: float, seed: int, lr: float):
+    def frontier_config(self, target: str, frontier: Frontier, budget: float, seed, lr):
         preset = self.preset
-        steps = (
-            round(budget * preset.steps)
-            if baseline == "base"
-            else self.mixing_steps(target, budget)
-        )
+        steps = self.frontier_steps(target, frontier, budget)
         eval_every = max(1, round(preset.eval_every * steps / preset.steps))
-        config = self.config(target, baseline, seed, steps, lr, eval_every=eval_every)
-        workdir = self.root / target / f"{baseline}_x{budget:g}_lr{lr:g}_seed{seed}"
-        return self.run(f"{target}/{workdir.name}", baseline, workdir, config)
+        return self.config(
+            target, frontier.method, seed, steps, lr, dict(frontier.overrides), eval_every
+        )
+
+    def frontier_dir(self, target: str, frontier: Frontier, budget: float, seed, lr):
+        return self.root / target / f"{frontier.name}_x{budget:g}_lr{lr:g}_seed{seed}"
+
+    def frontier_run(self, target: str, frontier: Frontier, budget: float, seed, lr):
+        config = self.frontier_config(target, frontier, budget, seed, lr)
+        workdir = self.frontier_dir(target, frontier, budget, seed, lr)
+        return self.run(f"{target}/{workdir.name}", frontier.method, workdir, config)
 
     def variant_run(self, target, variant: Variant, seed, lr, outer_lr=None) -> pathlib.Path:
         config = self.config(
@@ -346,14 +371,14 @@ class Study:
             return [r for r in read_rows(workdir) if VALID_KEY in r][-1][VALID_KEY]
 
         def base_score(budget):
-            return lambda lr: final_valid(self.frontier_run(target, "base", budget, seed, lr))
+            return lambda lr: final_valid(self.frontier_run(target, FRONTIERS[0], budget, seed, lr))
 
         recipe["base_lr"] = {"1": tune(RATE_LADDER, BASE_RATES, base_score(1))}
         rate_1x = recipe["base_lr"]["1"]["chosen"]
         recipe["base_lr"][f"{largest:g}"] = tune(
             RATE_LADDER, neighbours(RATE_LADDER, rate_1x), base_score(largest)
         )
-        base_1x = self.frontier_run(target, "base", 1, seed, rate_1x)
+        base_1x = self.frontier_run(target, FRONTIERS[0], 1, seed, rate_1x)
         recipe["finetune_lr"] = tune(
             FINETUNE_LADDER,
             FINETUNE_RATES,
@@ -384,8 +409,9 @@ class Study:
     def plan(self) -> list[Planned]:
         """Every run the study expects (tuning extensions aside), for the ETA."""
         preset, planned = self.preset, []
-        per_target = [Planned("base", round(b * preset.steps)) for b in BASE_BUDGETS]
-        per_target += [Planned("mixing", round(b * preset.steps / 2)) for b in MIXING_BUDGETS]
+        per_target = [  # the steps of frontiers other than base's: about right
+            Planned(f.method, round(b * preset.steps)) for f in FRONTIERS for b in f.budgets
+        ]
         per_target += [Planned(v.method, preset.steps) for v in self.variants]
         n_runs = len(per_target)
         per_target += [Planned("finetune", preset.finetune_steps)] * n_runs
@@ -414,16 +440,18 @@ class Study:
     def run_seed(self, target: str, seed: int) -> None:
         ft_lr = self.recipe[target]["finetune_lr"]["chosen"]
         for budget in BASE_BUDGETS:
-            run = self.frontier_run(target, "base", budget, seed, self.rate(target, budget))
+            run = self.frontier_run(target, FRONTIERS[0], budget, seed, self.rate(target, budget))
             self.finetune(target, run, seed, ft_lr)
         for variant in self.variants:
             run = self.variant_run(
                 target, variant, seed, self.rate(target, 1), self.outer_lr(target, variant)
             )
             self.finetune(target, run, seed, ft_lr)
-        for budget in MIXING_BUDGETS:
-            run = self.frontier_run(target, "mixing", budget, seed, self.rate(target, budget))
-            self.finetune(target, run, seed, ft_lr)
+        for frontier in FRONTIERS[1:]:
+            for budget in frontier.budgets:
+                lr = self.rate(target, budget)
+                run = self.frontier_run(target, frontier, budget, seed, lr)
+                self.finetune(target, run, seed, ft_lr)
 
     # ------------------------------------------------------------------ rows
     def _finished(self, workdir: pathlib.Path) -> bool:
@@ -462,20 +490,17 @@ class Study:
             if "base_lr" not in self.recipe.get(target, {}):
                 continue
             for seed in preset.seeds:
-                for baseline, budgets in (("base", BASE_BUDGETS), ("mixing", MIXING_BUDGETS)):
-                    for budget in budgets:
+                for frontier in FRONTIERS:
+                    for budget in frontier.budgets:
                         lr = self.rate(target, budget)
-                        workdir = self.root / target / f"{baseline}_x{budget:g}_lr{lr:g}_seed{seed}"
+                        workdir = self.frontier_dir(target, frontier, budget, seed, lr)
                         if not self._finished(workdir):
                             continue
-                        steps = int(
-                            json.loads((workdir / "config.json").read_text())["train"]["steps"]
-                        )
-                        config = self.config(target, baseline, seed, steps, lr)
-                        name = baseline if budget == 1 else f"{baseline}_x{budget:g}"
-                        row = self.point_row(target, name, seed, workdir, config, baseline)
+                        config = self.frontier_config(target, frontier, budget, seed, lr)
+                        name = frontier.name if budget == 1 else f"{frontier.name}_x{budget:g}"
+                        row = self.point_row(target, name, seed, workdir, config, frontier.name)
                         if row is not None:
-                            rows.append({**row, "frontier": baseline, "budget": budget})
+                            rows.append({**row, "frontier": frontier.name, "budget": budget})
                 for variant in self.variants:
                     if variant.outer_rates and variant.name not in self.recipe[target].get(
                         "outer_lr", {}
@@ -528,10 +553,10 @@ def _write_json(path: pathlib.Path, value: Any) -> None:
 
 def add_multipliers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each row gains ``multiplier_<frontier>[_finetuned]`` (and ``..._where``) against the
-    base and mixing frontiers of the same target and seed (None: no frontier of >= 2
+    frontiers (``FRONTIERS``) of the same target and seed (None: no frontier of >= 2
     points yet, or the row is a point of that frontier)."""
     for row in rows:
-        for frontier in ("base", "mixing"):
+        for frontier in (f.name for f in FRONTIERS):
             points = [
                 r
                 for r in rows

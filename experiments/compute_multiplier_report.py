@@ -21,11 +21,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from adaptive_data import stats  # noqa: E402
 
-MULTIPLIERS = (
-    ("multiplier_base", "x base"),
-    ("multiplier_base_finetuned", "x base, FT"),
-    ("multiplier_mixing_finetuned", "x mixing, FT"),
-)
+FRONTIER_STYLES = ("k-o", "b--s", "g:^", "m-.v")
+
+
+def frontiers(rows) -> list[str]:
+    """The frontiers in the rows, base's first."""
+    return list(dict.fromkeys(["base", *(r["frontier"] for r in rows if r["frontier"])]))
+
+
+def multiplier_columns(rows) -> list[tuple[str, str]]:
+    """(column, header) of the multipliers shown: against base before and after
+    fine-tuning, against every other frontier after it."""
+    columns = [("multiplier_base", "x base"), ("multiplier_base_finetuned", "x base, FT")]
+    return columns + [(f"multiplier_{f}_finetuned", f"x {f}, FT") for f in frontiers(rows)[1:]]
 
 
 def _by(rows, **where) -> list[Mapping[str, Any]]:
@@ -86,17 +94,18 @@ def recipe_lines(recipe: Mapping[str, Any]) -> list[str]:
 
 
 def target_lines(target: str, rows) -> list[str]:
+    columns = multiplier_columns(rows)
     lines = [
         f"## {target}",
         "",
         "| method | FLOPs x base | target bpb | after FT | "
-        + " | ".join(label for _, label in MULTIPLIERS)
+        + " | ".join(label for _, label in columns)
         + " | pays (x base, FT) |",
-        "|---|---|---|---|" + "---|" * len(MULTIPLIERS) + "---|",
+        "|---|---|---|---|" + "---|" * len(columns) + "---|",
     ]
     for name in _names(rows, target):
         group = _by(rows, target=target, method=name)
-        cells = [multiplier_cell(group, column) for column, _ in MULTIPLIERS]
+        cells = [multiplier_cell(group, column) for column, _ in columns]
         lines.append(
             f"| {name} | {_mean(group, 'flops_vs_base')} | {_mean(group, 'target_bpb')} | "
             f"{_mean(group, 'target_bpb_finetuned')} | "
@@ -161,7 +170,7 @@ def plots(out: pathlib.Path, preset, rows) -> None:
         for ax, column, title in zip(
             axes, ("target_bpb", "target_bpb_finetuned"), ("before", "after")
         ):
-            for frontier, style in (("base", "k-o"), ("mixing", "b--s")):
+            for frontier, style in zip(frontiers(rows), FRONTIER_STYLES):
                 points = {}
                 for r in _by(target_rows, frontier=frontier):
                     points.setdefault(r["flops_vs_base"], []).append(r[column])
