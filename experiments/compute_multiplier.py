@@ -596,6 +596,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--tfds_data_dir", default=None, help="TFDS data dir of the corpus")
     parser.add_argument("--targets", default=None, help="comma-separated subset of targets")
+    parser.add_argument("--seeds", default=None, help="comma-separated subset of the seeds")
     parser.add_argument(
         "--variants", default=None, help="comma-separated subset of the variants' names"
     )
@@ -610,6 +611,9 @@ def main(argv=None) -> int:
         preset = dataclasses.replace(
             preset, targets=tuple(benchlib.parse_list(args.targets, preset.targets))
         )
+    if args.seeds:
+        seeds = [int(x) for x in benchlib.parse_list(args.seeds, [str(x) for x in preset.seeds])]
+        preset = dataclasses.replace(preset, seeds=tuple(seeds))
     names = [v.name for v in VARIANTS]
     default = QUICK_VARIANTS if args.preset == "quick" else names
     chosen = benchlib.parse_list(args.variants, names) if args.variants else default
