@@ -33,7 +33,7 @@ from adaptive_data.config_rules import (
 )
 from adaptive_data.core import selection
 from adaptive_data.data import embedded_corpus, sources
-from adaptive_data.methods import registry
+from adaptive_data.methods import builders, registry
 from adaptive_data.models import transformer, weighting
 
 
@@ -136,7 +136,7 @@ GENERIC_RULES: tuple[Rule, ...] = (
     Rule("weighting.conv_features", *positive_ints()),
     Rule("weighting.kernel_size", *integer(1)),
     Rule("weighting.activation", *one_of(weighting.ACTIVATIONS)),
-    Rule("outer.optimizer", *one_of(registry.OPTIMIZERS)),
+    Rule("outer.optimizer", *one_of(builders.OPTIMIZERS)),
     Rule("outer.learning_rate", *number(0, lo_open=True)),
     Rule("outer.every", *integer(1)),
     # run
