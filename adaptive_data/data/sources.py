@@ -23,7 +23,7 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from adaptive_data.data import tokenizer
+from adaptive_data.data import prepared, tokenizer
 
 SPLITS = ("generic_train", "generic_valid", "target_train", "target_valid", "target_test")
 GENERIC_DOMAIN = "generic"
@@ -189,53 +189,6 @@ def _split_by_hash(records, fractions: dict[str, float], salt: str) -> dict[str,
 # ---------------------------------------------------------------------------- tfds
 
 
-def _tfds_data_dirs(data_dir: str | None) -> list[str]:
-    """The data dirs TFDS looks in: ``data_dir``, or its defaults (``TFDS_DATA_DIR`` or
-    ``~/tensorflow_datasets``, and any registered with ``tfds.core.add_data_dir``)."""
-    try:
-        from tensorflow_datasets.core.utils import file_utils
-
-        return [str(d) for d in file_utils.list_data_dirs(data_dir)]
-    except Exception:  # an internal helper: fall back to the documented defaults
-        from tensorflow_datasets.core import constants
-
-        return [data_dir or constants.get_default_data_dir()]
-
-
-def prepared_damage(builder, splits: Sequence[str]) -> str | None:
-    """Why the prepared array_record files of ``splits`` of a TFDS ``builder`` cannot be
-    read, or None if each shard file is there and holds the number of records TFDS
-    recorded for it when it was built (``shard_lengths`` in ``dataset_info.json``).
-
-    Cheap: opening an array_record file reads only its footer. A truncated file (a full
-    disk, a killed copy) opens with fewer records than recorded, or not at all.
-    """
-    from array_record.python import array_record_module
-
-    for split in splits:
-        if split not in builder.info.splits:
-            return f"split {split!r} is missing from its metadata (dataset_info.json)"
-        info = builder.info.splits[split]
-        for path, expected in zip(info.filepaths, info.shard_lengths):
-            if not path.exists():
-                return f"split {split!r}: file {path.name} is missing"
-            try:
-                reader = array_record_module.ArrayRecordReader(str(path))
-                try:
-                    found = reader.num_records()
-                finally:
-                    reader.close()
-            except Exception as error:  # riegeli raises several types for one cause
-                detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-                return f"split {split!r}: file {path.name} cannot be read ({detail})"
-            if found != expected:
-                return (
-                    f"split {split!r}: file {path.name} holds {found} records of the "
-                    f"{expected} written when it was built (truncated?)"
-                )
-    return None
-
-
 def _damaged_dataset_error(
     name: str, split: str, directory, reason: str, key: str, data_dir: str | None
 ) -> DataError:
@@ -254,7 +207,7 @@ def _prepared_copies(name: str, data_dir: str | None) -> list[pathlib.Path]:
     relative = name.split(":")[0]
     return [
         pathlib.Path(d) / relative
-        for d in _tfds_data_dirs(data_dir)
+        for d in prepared.tfds_data_dirs(data_dir)
         if "://" not in str(d) and (pathlib.Path(d) / relative).is_dir()
     ]
 
@@ -266,7 +219,7 @@ def _tfds_source(name: str, split: str, data_dir: str | None, spec: str, role: s
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError as e:
-        dirs = ", ".join(repr(d) for d in _tfds_data_dirs(data_dir))
+        dirs = ", ".join(repr(d) for d in prepared.tfds_data_dirs(data_dir))
         where = (
             f"config.data.tfds_data_dir={data_dir!r}"
             if data_dir
@@ -286,7 +239,7 @@ def _tfds_source(name: str, split: str, data_dir: str | None, spec: str, role: s
             raise _damaged_dataset_error(name, split, copies[0], reason, key, data_dir) from e
         raise DataError(
             f"Unknown TFDS dataset {name!r} (from {key}), data dir "
-            f"{', '.join(repr(d) for d in _tfds_data_dirs(data_dir))}: {e}"
+            f"{', '.join(repr(d) for d in prepared.tfds_data_dirs(data_dir))}: {e}"
         ) from e
     if not builder.is_prepared():
         raise DataError(
@@ -305,7 +258,7 @@ def _tfds_source(name: str, split: str, data_dir: str | None, spec: str, role: s
             f"TFDS dataset {name!r} cannot be read by random access (it is prepared as "
             f"{builder.info.file_format.value}). Prepare it with --file_format=array_record."
         )
-    damage = prepared_damage(builder, [split])
+    damage = prepared.prepared_damage(builder, [split])
     if damage is not None:
         raise _damaged_dataset_error(name, split, builder.data_dir, damage, key, data_dir)
     try:
