@@ -31,7 +31,11 @@ _STREAM_SEED_OFFSETS = {"generic": 1, "target": 2}
 def train_streams(corpus, method, config) -> dict[str, Any]:
     """An iterator of host batches per input stream of ``method`` (``method.streams``:
     stream -> (corpus split, global batch size)), each with its own shuffling seed; the
-    batches of one step are one ``next`` of each. This process reads its share."""
+    batches of one step are one ``next`` of each. This process reads its share. A
+    ``method.document_scorer`` is built here, once, and scores every document read."""
+    score_document = (
+        None if method.document_scorer is None else method.document_scorer(corpus.splits)
+    )
     return {
         name: iter(
             pipeline.train_stream(
@@ -43,6 +47,7 @@ def train_streams(corpus, method, config) -> dict[str, Any]:
                 process_index=jax.process_index(),
                 process_count=jax.process_count(),
                 num_threads=config.data.num_threads,
+                score_document=score_document,
             )
         )
         for name, (split, batch_size) in method.streams.items()

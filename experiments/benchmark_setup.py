@@ -256,15 +256,18 @@ def reference_seed(seed: int, seeds: Sequence[int]) -> int:
 # ----------------------------------------------------------------------------- FLOPs
 
 
-def _abstract_batch(n: int, length: int) -> dict[str, jax.ShapeDtypeStruct]:
+def _abstract_batch(n: int, length: int, document_score: bool) -> dict[str, jax.ShapeDtypeStruct]:
     i32, f32 = jax.numpy.int32, jax.numpy.float32
-    return {
+    batch = {
         "inputs": jax.ShapeDtypeStruct((n, length), i32),
         "targets": jax.ShapeDtypeStruct((n, length), i32),
         "mask": jax.ShapeDtypeStruct((n, length), f32),
         "num_bytes": jax.ShapeDtypeStruct((n,), i32),
         "domain": jax.ShapeDtypeStruct((n,), i32),
     }
+    if document_score:  # Method.document_scorer: a host-side score per example
+        batch["document_score"] = jax.ShapeDtypeStruct((n,), f32)
+    return batch
 
 
 def step_flops(config) -> dict[str, float]:
@@ -274,7 +277,8 @@ def step_flops(config) -> dict[str, float]:
     )
     method = setup.method
     batches = {
-        s: _abstract_batch(n, config.model.max_length) for s, (_, n) in method.streams.items()
+        s: _abstract_batch(n, config.model.max_length, method.document_scorer is not None)
+        for s, (_, n) in method.streams.items()
     }
     step = methods.jit_train_step(method)
     phases = {
