@@ -93,6 +93,14 @@ GENERIC_RULES: tuple[Rule, ...] = (
             "file has two)",
         ),
     ),
+    Rule("data.reserved_fraction", *number(0, 1, hi_open=True, note=" (0: no reserved shard)")),
+    Rule("data.generic_shard", *one_of(sources.GENERIC_SHARDS)),
+    Rule(
+        "data.generic_shard",
+        lambda v, config: v == "rest" or config.data.reserved_fraction > 0,
+        "'rest' unless config.data.reserved_fraction > 0 (there is no reserved shard)",
+        reads=("data.reserved_fraction",),
+    ),
     Rule("data.target_domain", *text(optional=True)),
     Rule("data.num_threads", *integer(0, note=" (0: read in the calling thread)")),
     # model

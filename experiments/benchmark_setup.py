@@ -240,6 +240,23 @@ def finetune_config(
     )
 
 
+# The share of generic_train reserved for the reference models of methods whose needed
+# runs train on the reserved shard (``NeededRun.reserved_shard``: rho's): their base run
+# reads only it, the method's run only the rest.
+RESERVED_FRACTION = 0.2
+
+
+def needs_reserved_shard(method: str) -> bool:
+    """Whether a run of ``method`` reads a model trained on the reserved shard."""
+    return any(need.reserved_shard for need in methods.METHODS[method].needs_runs.values())
+
+
+def shard_overrides(shard: str) -> dict[str, Any]:
+    """The data overrides of a run on ``shard`` (rest | reserved) of generic_train
+    under a reserved shard of ``RESERVED_FRACTION``."""
+    return {"data.reserved_fraction": RESERVED_FRACTION, "data.generic_shard": shard}
+
+
 def reference_seed(seed: int, seeds: Sequence[int]) -> int:
     """Seed of the base run whose fine-tuned copy is ``rho``'s reference model for ``seed``.
 

@@ -78,13 +78,28 @@ def test_needs_other_runs_is_exactly_the_methods_with_workdir_keys():
     assert needing == {n for n, s in methods.METHODS.items() if s.needs_runs}
     assert needing == {"finetune", "cds", "rho"}  # the built-ins that chain after other runs
     assert set(methods.names(needs_other_runs=False)) | needing == set(methods.METHODS)
-    # Each needed workdir is refused empty, and accepted once given.
+    # Each needed workdir is refused empty, and a reading run of a reserved-shard
+    # reference without a reserved shard (rho's); both accepted once given.
     for name in needing:
+        spec = methods.METHODS[name]
         config = config_args.load_config(f"configs/default.py:method={name},runlocal")
         lines = validation.violations(config)
+        reserved = any(need.reserved_shard for need in spec.needs_runs.values())
         assert {line.split("=")[0] for line in lines} == {
-            f"config.{key}" for key in methods.METHODS[name].needs_runs
-        }
+            f"config.{key}" for key in spec.needs_runs
+        } | ({"config.data.reserved_fraction"} if reserved else set())
+        config.data.reserved_fraction = 0.2
+        for key in spec.needs_runs:
+            block, field = key.split(".")
+            config[block][field] = "/some/run"
+        assert validation.violations(config) == []
+        config.data.generic_shard = "reserved"
+        assert [line.split("=")[0] for line in validation.violations(config)] == (
+            ["config.data.generic_shard"] if reserved else []
+        )
+    assert [
+        n for n in needing if any(x.reserved_shard for x in methods.METHODS[n].needs_runs.values())
+    ] == ["rho"]
 
 
 def test_the_bench_scripts_default_method_lists_pass_validation():

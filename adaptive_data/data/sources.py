@@ -12,6 +12,12 @@ A data spec is one string (``config.data.generic`` / ``config.data.target``):
 ``load_corpus`` resolves both specs into five random-access splits of records
 ``{"text": bytes, "domain": str, "doc_id": str}``: ``generic_train``, ``generic_valid``,
 ``target_train``, ``target_valid``, ``target_test``.
+
+A reserved shard (``config.data.reserved_fraction`` > 0) splits generic_train in two
+disjoint parts, by a stable hash of each document's position in it: the reserved shard,
+which a reference model trains on (``config.data.generic_shard=reserved``; rho's), and
+the rest, which every other run reads (``generic_shard=rest``), so a reference never
+trains on a document that the run it scores for can draw.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from typing import Any
 from adaptive_data.data import prepared, tokenizer
 
 SPLITS = ("generic_train", "generic_valid", "target_train", "target_valid", "target_test")
+# The parts of generic_train under a reserved shard (``config.data.generic_shard``).
+GENERIC_SHARDS = ("rest", "reserved")
 GENERIC_DOMAIN = "generic"
 TARGET_DOMAIN = "target"
 
@@ -374,9 +382,56 @@ def _resolve(spec: str, role: str, data_cfg) -> tuple[dict[str, Any], set[str], 
     )
 
 
+class Subset:
+    """Random-access view of the records of ``source`` at ``indices``."""
+
+    def __init__(self, source, indices: Sequence[int], name: str):
+        self._source = source
+        self._indices = list(indices)
+        self._name = name
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._source[self._indices[index]]
+
+    def __repr__(self) -> str:
+        return f"Subset({self._name}, {len(self)} docs)"
+
+
+def reserved_positions(num_documents: int, fraction: float) -> list[bool]:
+    """Whether each position of generic_train is in the reserved shard: position i is
+    iff a stable hash of i (sha256 of "reserved-shard#i", as a number in [0, 1)) is below
+    ``fraction``; the same for every run of one data config, whatever its seed."""
+    return [_stable_fraction(f"reserved-shard#{i}") < fraction for i in range(num_documents)]
+
+
+def generic_train_shard(source, fraction: float, shard: str):
+    """The part ``shard`` (one of ``GENERIC_SHARDS``) of generic_train ``source`` under a
+    reserved shard of about ``fraction`` of its documents; ``source`` itself when
+    ``fraction`` is 0."""
+    if fraction <= 0:
+        return source
+    reserved = reserved_positions(len(source), fraction)
+    keep = [i for i, r in enumerate(reserved) if r == (shard == "reserved")]
+    if not keep:
+        raise DataError(
+            f"The {shard} part of generic_train ({len(source)} documents) under "
+            f"config.data.reserved_fraction={fraction} is empty; choose a fraction that "
+            "leaves documents on both sides."
+        )
+    return Subset(source, keep, name=f"{source!r}, {shard} part of {fraction:g}")
+
+
 def load_corpus(data_cfg) -> Corpus:
     """Resolves ``config.data`` into a Corpus (see the module docstring)."""
     generic, generic_domains, _ = _resolve(data_cfg.generic, "generic", data_cfg)
+    generic["generic_train"] = generic_train_shard(
+        generic["generic_train"],
+        float(data_cfg.get("reserved_fraction", 0.0)),
+        data_cfg.get("generic_shard", "rest"),
+    )
     target, target_domains, target_domain = _resolve(data_cfg.target, "target", data_cfg)
     if data_cfg.get("target_domain"):
         target_domain = data_cfg.target_domain

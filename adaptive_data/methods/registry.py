@@ -30,7 +30,7 @@ from typing import Any
 import ml_collections
 import optax
 
-from adaptive_data.config_rules import Rule, one_of, workdir
+from adaptive_data.config_rules import Rule, method_is, one_of, workdir
 from adaptive_data.methods.types import Method
 
 # What scores the big batch (``MethodSpec.scorer``), from cheapest to dearest per example.
@@ -59,14 +59,19 @@ class NeededRun:
       fine_tuned: False: a ``base`` run (generic data only); True: such a run fine-tuned
         on target_train (``finetune``, best checkpoint by target_valid).
       independent_seed: the base run must have another seed (parameter init and generic
-        data order) than the run that reads it, so its model never trained on the
-        generic examples that run scores in the same order (RHO-LOSS's irreducible-loss
-        model); False: the same seed (CDS's published protocol).
+        data order) than the run that reads it; False: the same seed (CDS's published
+        protocol).
+      reserved_shard: the base run trains on the reserved shard of the generic pool
+        only (``data.generic_shard=reserved``), and the run that reads it draws from the
+        rest (``data.reserved_fraction`` > 0, the same in both): its model never trained
+        on a document the reading run can score (RHO-LOSS's irreducible-loss model). A
+        rule added by the registry refuses a reading run without a reserved shard.
     """
 
     description: str
     fine_tuned: bool = False
     independent_seed: bool = False
+    reserved_shard: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,11 +117,40 @@ class MethodSpec:
         return self.scorer != "none"
 
     def all_rules(self) -> tuple[Rule, ...]:
-        """``rules`` plus one workdir rule per key of ``needs_runs``."""
-        return self.rules + tuple(
+        """``rules`` plus one workdir rule per key of ``needs_runs``, and the reserved
+        shard's rules when a needed run trains on it."""
+        workdirs = tuple(
             Rule(key, *workdir(self.name, need.description))
             for key, need in self.needs_runs.items()
         )
+        reserved = any(need.reserved_shard for need in self.needs_runs.values())
+        return self.rules + workdirs + (_reserved_shard_rules(self.name) if reserved else ())
+
+
+def _reserved_shard_rules(name: str) -> tuple[Rule, ...]:
+    """A run of method ``name`` reads a model trained on the reserved shard: it must have
+    one, and draw from the rest of the pool."""
+    how = (
+        f"(config.method={name!r} scores with a model trained on the reserved shard of "
+        "generic_train: give its base run the same fraction and data.generic_shard="
+        "'reserved')"
+    )
+    return (
+        Rule(
+            "data.reserved_fraction",
+            lambda v, config: v > 0,
+            f"> 0 {how}",
+            method_is(name),
+            ("method",),
+        ),
+        Rule(
+            "data.generic_shard",
+            lambda v, config: v == "rest",
+            f"'rest' {how}",
+            method_is(name),
+            ("method",),
+        ),
+    )
 
     def __call__(self, config, context: MethodContext) -> Method:
         return self.build(config, context)

@@ -1,6 +1,14 @@
 """``rho``: RHO-LOSS; the top b of the big batch by the reducible loss
 l(x; theta) - l(x; theta_ref), theta_ref a fixed LM trained on target_train
-(``core/reference_scores.py``)."""
+(``core/reference_scores.py``).
+
+The reference is a base run on the reserved shard of the generic pool
+(``data.reserved_fraction`` of generic_train, ``data.generic_shard=reserved``),
+fine-tuned on target_train; the rho run draws from the rest of the pool, so the
+reference never trained on a document that rho scores. The cost: the rho run's pool is
+smaller by that fraction, and the reference's base run is one more run (its training
+FLOPs are charged to rho in the benchmark's compute comparisons).
+"""
 
 import ml_collections
 
@@ -32,12 +40,14 @@ SPEC = register(
         "theta_ref trained on target_train",
         scorer="lm_forward",
         defaults=_defaults,
-        # The irreducible-loss model never trains on the scored run's generic stream.
+        # The irreducible-loss model never trains on a document the rho run can score:
+        # its base run reads only the reserved shard of the pool, the rho run the rest.
         needs_runs={
             "rho.reference_from": NeededRun(
-                TARGET_RUN + "; from a base run of another seed than the rho run",
+                TARGET_RUN + "; from a base run on the reserved shard of the pool "
+                "(data.generic_shard=reserved)",
                 fine_tuned=True,
-                independent_seed=True,
+                reserved_shard=True,
             )
         },
     )
