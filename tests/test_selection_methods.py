@@ -79,8 +79,6 @@ def test_method_runs_logs_diagnostics_and_resumes_exactly(
     last = rows[-1]
     assert METHOD_KEYS.get(method, set()) | COMMON_KEYS <= set(last), sorted(last)
     assert last["select/active"] == 1.0
-    shares = [v for k, v in last.items() if k.startswith("select/domain_share/")]
-    assert sum(shares) == pytest.approx(1.0)
     if method == "domain_mixture":
         alphas = [
             v

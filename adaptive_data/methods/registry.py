@@ -74,6 +74,32 @@ class NeededRun:
     reserved_shard: bool = False
 
 
+def _reserved_shard_rules(name: str) -> tuple[Rule, ...]:
+    """A run of method ``name`` reads a model trained on the reserved shard: it must have
+    one, and draw from the rest of the pool."""
+    how = (
+        f"(config.method={name!r} scores with a model trained on the reserved shard of "
+        "generic_train: give its base run the same fraction and data.generic_shard="
+        "'reserved')"
+    )
+    return (
+        Rule(
+            "data.reserved_fraction",
+            lambda v, config: v > 0,
+            f"> 0 {how}",
+            method_is(name),
+            ("method",),
+        ),
+        Rule(
+            "data.generic_shard",
+            lambda v, config: v == "rest",
+            f"'rest' {how}",
+            method_is(name),
+            ("method",),
+        ),
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
     """A registry entry: everything that belongs to one method.
@@ -125,32 +151,6 @@ class MethodSpec:
         )
         reserved = any(need.reserved_shard for need in self.needs_runs.values())
         return self.rules + workdirs + (_reserved_shard_rules(self.name) if reserved else ())
-
-
-def _reserved_shard_rules(name: str) -> tuple[Rule, ...]:
-    """A run of method ``name`` reads a model trained on the reserved shard: it must have
-    one, and draw from the rest of the pool."""
-    how = (
-        f"(config.method={name!r} scores with a model trained on the reserved shard of "
-        "generic_train: give its base run the same fraction and data.generic_shard="
-        "'reserved')"
-    )
-    return (
-        Rule(
-            "data.reserved_fraction",
-            lambda v, config: v > 0,
-            f"> 0 {how}",
-            method_is(name),
-            ("method",),
-        ),
-        Rule(
-            "data.generic_shard",
-            lambda v, config: v == "rest",
-            f"'rest' {how}",
-            method_is(name),
-            ("method",),
-        ),
-    )
 
     def __call__(self, config, context: MethodContext) -> Method:
         return self.build(config, context)
