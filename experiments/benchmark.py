@@ -27,9 +27,9 @@ seed ``s`` gives every method the same parameter init and generic / target strea
    each fine-tuned. ``cds`` scores with base seed ``s`` and its fine-tuned copy (the
    published protocol: the generic model is trained on the candidate pool). ``rho``'s
    reference model is the fine-tuned copy of a base run on the *reserved shard* of the
-   pool (``base_reserved_seed<s>``: :data:`benchmark_setup.RESERVED_FRACTION` of
-   generic_train), and the rho run draws from the rest, so the reference never trained on
-   a document rho scores; both charge the FLOPs of their reference runs.
+   pool (``base_reserved_seed<s>``, :data:`benchmark_setup.RESERVED_FRACTION` of it), and
+   rho draws from the rest: its reference never trained on a document it scores; both charge
+   the FLOPs of their reference runs.
 3. **Compute matching.** ``base`` and ``mixing`` are also trained long enough to reach the
    training FLOPs of the most expensive method (``<baseline>_long<N>``, every checkpoint
    kept); for each method, the checkpoint whose FLOPs are nearest its own
