@@ -147,7 +147,7 @@ def test_rho_reference_never_trained_on_a_document_rho_scores(tmp_path):
     bench.finetune_lr = lambda target: 3e-4
     pool, target = tmp_path / "pool.txt", tmp_path / "target.txt"
     pool.write_text("".join(f"pool document {i}\n" for i in range(400)))
-    target.write_text("".join(f"target document {i}\n" for i in range(100)))
+    target.write_text("".join(f"target document {i}\n" for i in range(200)))
     files = {"data.generic": f"file:{pool}", "data.target": f"file:{target}"}
 
     def generic_ids(config):

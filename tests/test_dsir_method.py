@@ -41,14 +41,15 @@ def _naive_log_weight(text, target_texts, pool_texts) -> float:
 
 def test_word_dsir_scores_each_example_by_its_whole_document(tmp_path):
     # The pool's documents share their first 16 bytes (the model's max_length) and differ
-    # after them; the target is about the second kind.
+    # after them; the target is about the second kind. (Enough documents that no split of
+    # a file spec, 10% each, is empty whatever the temporary path that salts them.)
     prefix = "shared opening. "
     assert len(prefix.encode()) == 16
     generic_texts = [
         prefix + ("steel beam bolts nuts " if i % 2 else "apple pie crust sugar ") + str(i)
-        for i in range(60)
+        for i in range(300)
     ]
-    target_texts = [f"apple pie crust sugar and more apple pie {i}" for i in range(40)]
+    target_texts = [f"apple pie crust sugar and more apple pie {i}" for i in range(200)]
     (tmp_path / "generic.txt").write_text("".join(t + "\n" for t in generic_texts))
     (tmp_path / "target.txt").write_text("".join(t + "\n" for t in target_texts))
     config = tiny_config(
@@ -63,17 +64,14 @@ def test_word_dsir_scores_each_example_by_its_whole_document(tmp_path):
     )
     corpus = sources.load_corpus(config.data)
     setup = run_setup.build(config, domains=corpus.domains, target_domain=corpus.target_domain)
-    split_texts = {
-        name: [corpus.splits[name][i]["text"].decode() for i in range(len(corpus.splits[name]))]
+    records = {
+        name: [corpus.splits[name][i] for i in range(len(corpus.splits[name]))]
         for name in ("generic_train", "target_train")
     }
-    by_id = {
-        r["doc_id"]: r["text"].decode()
-        for r in (
-            corpus.splits["generic_train"][i] for i in range(len(corpus.splits["generic_train"]))
-        )
-    }
-    big = next(train.train_streams(corpus, setup.method, config)["generic"])
+    split_texts = {name: [r["text"].decode() for r in rs] for name, rs in records.items()}
+    by_id = {r["doc_id"]: r["text"].decode() for r in records["generic_train"]}
+    streams = train.train_streams(corpus, setup.method, config)
+    big = next(streams["generic"])
     expected = [
         _naive_log_weight(by_id[doc_id], split_texts["target_train"], split_texts["generic_train"])
         for doc_id in big["doc_id"]
@@ -87,9 +85,7 @@ def test_word_dsir_scores_each_example_by_its_whole_document(tmp_path):
     state = setup.initial_state()
     batches = {
         "generic": pipeline.device_view(big),
-        "target": pipeline.device_view(
-            next(train.train_streams(corpus, setup.method, config)["target"])
-        ),
+        "target": pipeline.device_view(next(streams["target"])),
     }
     _, metrics = jax.jit(
         lambda s, b: methods.train_step(s, b, method=setup.method, active=True, outer_update=False)

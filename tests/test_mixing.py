@@ -27,7 +27,7 @@ import benchmark_setup  # noqa: E402
 def _mixing_config(tmp_path, batch: str, **overrides):
     generic, target = tmp_path / "generic.txt", tmp_path / "target.txt"
     generic.write_text("".join(f"generic document number {i}\n" for i in range(300)))
-    target.write_text("".join(f"target text {i} of the task\n" for i in range(120)))
+    target.write_text("".join(f"target text {i} of the task\n" for i in range(200)))
     return tiny_config(
         "method=mixing,runlocal",
         **{

@@ -127,12 +127,13 @@ def test_unknown_spec():
         sources.load_corpus(_data_config(generic="hf:foo"))
 
 
-def test_the_reserved_shard_and_the_rest_split_generic_train_by_document(generic_spec, tmp_path):
-    target = tmp_path / "target.txt"
-    target.write_text("".join(f"target document {i}\n" for i in range(50)))
+def test_the_reserved_shard_and_the_rest_split_generic_train_by_document(tmp_path):
+    generic, target = tmp_path / "generic.txt", tmp_path / "target.txt"
+    generic.write_text("".join(f"generic document {i}\n" for i in range(300)))
+    target.write_text("".join(f"target document {i}\n" for i in range(200)))
 
     def generic_ids(**overrides):
-        data = _data_config(generic=generic_spec, target=f"file:{target}", **overrides)
+        data = _data_config(generic=f"file:{generic}", target=f"file:{target}", **overrides)
         split = sources.load_corpus(data).splits["generic_train"]
         return [split[i]["doc_id"] for i in range(len(split))]
 
