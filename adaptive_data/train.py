@@ -28,6 +28,32 @@ EVAL_SPLITS = {"generic": "generic_valid", "target_valid": "target_valid", "targ
 _STREAM_SEED_OFFSETS = {"generic": 1, "target": 2}
 
 
+def train_streams(corpus, method, config) -> dict[str, Any]:
+    """An iterator of host batches per input stream of ``method`` (``method.streams``:
+    stream -> (corpus split, global batch size)), each with its own shuffling seed; the
+    batches of one step are one ``next`` of each. This process reads its share. A
+    ``method.document_scorer`` is built here, once, and scores every document read."""
+    score_document = (
+        None if method.document_scorer is None else method.document_scorer(corpus.splits)
+    )
+    return {
+        name: iter(
+            pipeline.train_stream(
+                corpus.splits[split],
+                domains=corpus.domains,
+                max_length=config.model.max_length,
+                global_batch_size=batch_size,
+                seed=config.seed * 1000 + _STREAM_SEED_OFFSETS[name],
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+                num_threads=config.data.num_threads,
+                score_document=score_document,
+            )
+        )
+        for name, (split, batch_size) in method.streams.items()
+    }
+
+
 class _Evaluator:
     """Bits per byte of fixed, pre-placed batches of each evaluation split."""
 
@@ -101,21 +127,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     def to_device(batch):
         return sharding.to_global(pipeline.device_view(batch), data_sharding)
 
-    iterators = {
-        name: iter(
-            pipeline.train_stream(
-                corpus.splits[split],
-                domains=corpus.domains,
-                max_length=config.model.max_length,
-                global_batch_size=batch_size,
-                seed=config.seed * 1000 + _STREAM_SEED_OFFSETS[name],
-                process_index=jax.process_index(),
-                process_count=jax.process_count(),
-                num_threads=config.data.num_threads,
-            )
-        )
-        for name, (split, batch_size) in method.streams.items()
-    }
+    iterators = train_streams(corpus, method, config)
 
     # ------------------------------------------------------------------ state
     abstract_state = setup.abstract_state()

@@ -33,7 +33,7 @@ from adaptive_data.config_rules import (
 )
 from adaptive_data.core import selection
 from adaptive_data.data import embedded_corpus, sources
-from adaptive_data.methods import registry
+from adaptive_data.methods import builders, registry
 from adaptive_data.models import transformer, weighting
 
 
@@ -93,6 +93,14 @@ GENERIC_RULES: tuple[Rule, ...] = (
             "file has two)",
         ),
     ),
+    Rule("data.reserved_fraction", *number(0, 1, hi_open=True, note=" (0: no reserved shard)")),
+    Rule("data.generic_shard", *one_of(sources.GENERIC_SHARDS)),
+    Rule(
+        "data.generic_shard",
+        lambda v, config: v == "rest" or config.data.reserved_fraction > 0,
+        "'rest' unless config.data.reserved_fraction > 0 (there is no reserved shard)",
+        reads=("data.reserved_fraction",),
+    ),
     Rule("data.target_domain", *text(optional=True)),
     Rule("data.num_threads", *integer(0, note=" (0: read in the calling thread)")),
     # model
@@ -136,7 +144,7 @@ GENERIC_RULES: tuple[Rule, ...] = (
     Rule("weighting.conv_features", *positive_ints()),
     Rule("weighting.kernel_size", *integer(1)),
     Rule("weighting.activation", *one_of(weighting.ACTIVATIONS)),
-    Rule("outer.optimizer", *one_of(registry.OPTIMIZERS)),
+    Rule("outer.optimizer", *one_of(builders.OPTIMIZERS)),
     Rule("outer.learning_rate", *number(0, lo_open=True)),
     Rule("outer.every", *integer(1)),
     Rule("outer.stop_after", *integer(1, optional=True, note=" (None: never stop)")),

@@ -93,6 +93,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.target_test_split = "test"
     # For file: specs, the fraction of documents held out for each evaluation split.
     config.data.file_eval_fraction = 0.1
+    # Fraction of generic_train set aside as a reserved shard (by a stable hash of each
+    # document's position) for reference models that must never see the documents the
+    # run they score for draws (rho's; 0: none).
+    config.data.reserved_fraction = 0.0
+    # The part of generic_train this run reads under a reserved shard: rest | reserved.
+    config.data.generic_shard = "rest"
     # Domain name of the target (None: from the data, e.g. the embedded task).
     config.data.target_domain = ml_collections.config_dict.placeholder(str)
     # Grain reader threads per process.

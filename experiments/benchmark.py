@@ -26,9 +26,9 @@ seed ``s`` gives every method the same parameter init and generic / target strea
    checkpoint by target_valid: the paper's early-stopped pipeline) and every other method,
    each fine-tuned. ``cds`` scores with base seed ``s`` and its fine-tuned copy (the
    published protocol: the generic model is trained on the candidate pool). ``rho``'s
-   reference model is the fine-tuned copy of an *independent* base run (seed
-   :func:`benchmark_setup.reference_seed`: another parameter init and generic data order
-   than the run it scores), so the reference never saw the batches it scores; both charge
+   reference model is the fine-tuned copy of a base run on the *reserved shard* of the
+   pool (``base_reserved_seed<s>``, :data:`benchmark_setup.RESERVED_FRACTION` of it), and
+   rho draws from the rest: its reference never trained on a document it scores; both charge
    the FLOPs of their reference runs.
 3. **Mid-schedule checkpoints (diagnostic).** ``base`` and ``mixing`` are also trained
    long enough to reach the training FLOPs of the most expensive method

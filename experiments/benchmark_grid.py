@@ -23,9 +23,11 @@ from benchmark_setup import (
     finetune_config,
     matched_steps,
     method_train_flops,
+    needs_reserved_shard,
     reference_seed,
     run_config,
     run_flops,
+    shard_overrides,
 )
 
 from adaptive_data import config_args, methods, train
@@ -187,6 +189,11 @@ class Benchmark:
     def run_dir(self, target: str, method: str, seed: int) -> pathlib.Path:
         return self.root / target / f"{method}_seed{seed}"
 
+    def reserved_dir(self, target: str, seed: int) -> pathlib.Path:
+        """The base run on the reserved shard of the pool (rho's reference, before it is
+        fine-tuned)."""
+        return self.root / target / f"base_reserved_seed{seed}"
+
     def long_steps(self, baseline: str) -> int:
         return max(self.needed_matched_steps(baseline))
 
@@ -227,20 +234,30 @@ class Benchmark:
         return record
 
     # ------------------------------------------------------------------ configs
-    def config(self, target: str, method: str, seed: int, steps: int | None = None) -> Any:
+    def config(
+        self, target: str, method: str, seed: int, steps: int | None = None, shard: str = "rest"
+    ) -> Any:
+        """The config of one run; ``shard="reserved"``: a run on the reserved shard."""
         config = run_config(self.preset, target, method, seed, self.args, steps)
+        if shard == "reserved" or needs_reserved_shard(method):
+            config = config_args.override(config, shard_overrides(shard))
         if methods.METHODS[method].needs_runs:
             config = config_args.override(config, self.references(target, method, seed))
         return config
 
     def references(self, target: str, method: str, seed: int) -> dict[str, str]:
         """The workdirs of the runs ``method`` seed ``seed`` reads, as its ``needs_runs``
-        declare them: a base run of the same seed or of ``reference_seed`` (independent),
-        itself or its fine-tuned copy (see the module doc)."""
+        declare them: a base run of the same seed, of ``reference_seed`` (independent) or
+        on the reserved shard, itself or its fine-tuned copy (see the module doc)."""
         out = {}
         for key, need in methods.METHODS[method].needs_runs.items():
-            base_seed = reference_seed(seed, self.preset.seeds) if need.independent_seed else seed
-            base = self.run_dir(target, "base", base_seed)
+            if need.reserved_shard:
+                base = self.reserved_dir(target, seed)
+            else:
+                base_seed = (
+                    reference_seed(seed, self.preset.seeds) if need.independent_seed else seed
+                )
+                base = self.run_dir(target, "base", base_seed)
             out[key] = str(self.ft_dir(base, self.finetune_lr(target)) if need.fine_tuned else base)
         return out
 
@@ -249,7 +266,7 @@ class Benchmark:
         preset, seeds = self.preset, self.preset.seeds
         jobs: list[Job] = []
 
-        def add_run(method, seed, steps=None, workdir=None):
+        def add_run(method, seed, steps=None, workdir=None, shard="rest"):
             workdir = workdir or self.run_dir(target, method, seed)
             jobs.append(
                 Job(
@@ -257,7 +274,7 @@ class Benchmark:
                     method,
                     steps or preset.steps,
                     lambda: workdir,
-                    lambda: self.config(target, method, seed, steps),
+                    lambda: self.config(target, method, seed, steps, shard),
                 )
             )
             return workdir
@@ -283,7 +300,8 @@ class Benchmark:
         base0 = add_run("base", seeds[0])
         for lr in preset.finetune_learning_rates:
             add_finetune(base0, seeds[0], lr)
-        # 2. the other base seeds, rho's independent reference runs, every method.
+        # 2. the other base seeds (and independent-seed references), the reserved-shard
+        # references (rho's), every method.
         extra = []
         if any(
             need.independent_seed
@@ -293,6 +311,12 @@ class Benchmark:
             extra = sorted({reference_seed(s, seeds) for s in seeds} - set(seeds))
         for seed in [*seeds[1:], *extra]:
             add_finetune(add_run("base", seed), seed)
+        if any(needs_reserved_shard(method) for method in self.grid_methods):
+            for seed in seeds:  # rho's references: base on the reserved shard, fine-tuned
+                reserved = add_run(
+                    "base", seed, workdir=self.reserved_dir(target, seed), shard="reserved"
+                )
+                add_finetune(reserved, seed)
         for method in self.grid_methods:
             if method == "base":
                 continue

@@ -246,6 +246,23 @@ def finetune_config(
     )
 
 
+# The share of generic_train reserved for the reference models of methods whose needed
+# runs train on the reserved shard (``NeededRun.reserved_shard``: rho's): their base run
+# reads only it, the method's run only the rest.
+RESERVED_FRACTION = 0.2
+
+
+def needs_reserved_shard(method: str) -> bool:
+    """Whether a run of ``method`` reads a model trained on the reserved shard."""
+    return any(need.reserved_shard for need in methods.METHODS[method].needs_runs.values())
+
+
+def shard_overrides(shard: str) -> dict[str, Any]:
+    """The data overrides of a run on ``shard`` (rest | reserved) of generic_train
+    under a reserved shard of ``RESERVED_FRACTION``."""
+    return {"data.reserved_fraction": RESERVED_FRACTION, "data.generic_shard": shard}
+
+
 def reference_seed(seed: int, seeds: Sequence[int]) -> int:
     """Seed of the base run whose fine-tuned copy is ``rho``'s reference model for ``seed``.
 
@@ -262,15 +279,18 @@ def reference_seed(seed: int, seeds: Sequence[int]) -> int:
 # ----------------------------------------------------------------------------- FLOPs
 
 
-def _abstract_batch(n: int, length: int) -> dict[str, jax.ShapeDtypeStruct]:
+def _abstract_batch(n: int, length: int, document_score: bool) -> dict[str, jax.ShapeDtypeStruct]:
     i32, f32 = jax.numpy.int32, jax.numpy.float32
-    return {
+    batch = {
         "inputs": jax.ShapeDtypeStruct((n, length), i32),
         "targets": jax.ShapeDtypeStruct((n, length), i32),
         "mask": jax.ShapeDtypeStruct((n, length), f32),
         "num_bytes": jax.ShapeDtypeStruct((n,), i32),
         "domain": jax.ShapeDtypeStruct((n,), i32),
     }
+    if document_score:  # Method.document_scorer: a host-side score per example
+        batch["document_score"] = jax.ShapeDtypeStruct((n,), f32)
+    return batch
 
 
 def step_flops(config) -> dict[str, float]:
@@ -280,7 +300,8 @@ def step_flops(config) -> dict[str, float]:
     )
     method = setup.method
     batches = {
-        s: _abstract_batch(n, config.model.max_length) for s, (_, n) in method.streams.items()
+        s: _abstract_batch(n, config.model.max_length, method.document_scorer is not None)
+        for s, (_, n) in method.streams.items()
     }
     step = methods.jit_train_step(method)
     phases = {

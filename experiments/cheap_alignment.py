@@ -39,6 +39,8 @@ from adaptive_data.models import transformer
 # ``align_filter.param_filter`` of each scope (None: every parameter, the exact filter).
 # The tiny LM's parameters: embed (tied with the output layer), pos_embed, block_0,
 # block_1, ln_final.
+# The method whose scorer is measured (its ``align_filter.param_filter``).
+SCORED_METHODS = ("align_filter",)
 SCOPES = {
     "exact (all parameters)": None,
     "last block + final norm": r"block_1/|ln_final",
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     preset, run_args = PRESETS["scarce"], types.SimpleNamespace(**vars(args))
-    config = run_config(preset, args.target, "align_filter", args.seed, run_args)
+    config = run_config(preset, args.target, SCORED_METHODS[0], args.seed, run_args)
     corpus = sources.load_corpus(config.data)
     setup = run_setup.build(config, domains=corpus.domains, target_domain=corpus.target_domain)
     loss_fn = transformer.make_loss_fn(setup.model)

@@ -20,7 +20,7 @@ The protocol (docs/algorithms.md, "Compute accounting"), per target task of the 
    target batch as well, so it takes fewer steps), every point a separate run whose
    schedule (warm-up, cosine decay) ends at its own last step, at the rate of the nearest
    tuned budget (in log budget; 1x on a tie); every point fine-tuned.
-3. **Methods** (``VARIANTS``): each method or amortised variant from scratch at the
+3. **Methods** (``STUDY_METHODS``): each method or amortised variant from scratch at the
    preset's steps, fine-tuned with the same protocol.
 4. **Multiplier.** Per seed (the frontier of the same seed: same initialisation and
    data order): the FLOPs at which base's frontier reaches the method's target test bpb
@@ -120,7 +120,7 @@ class Variant:
     outer_rates: tuple[float, ...] = ()
 
 
-VARIANTS = (
+STUDY_METHODS = (
     Variant("dsir", "dsir"),
     Variant("classifier", "classifier"),
     Variant("anograd", "anograd"),
@@ -134,7 +134,7 @@ VARIANTS = (
     Variant("soba_every4", "soba", {"outer.every": 4}, outer_rates=OUTER_RATES),
     Variant("align_filter", "align_filter"),
 )
-QUICK_VARIANTS = ("dsir", "anograd", "anograd_every4", "anograd_freeze50")
+QUICK_METHODS = ("dsir", "anograd", "anograd_every4", "anograd_freeze50")
 
 
 # ----------------------------------------------------------------------------- tuning
@@ -614,10 +614,10 @@ def main(argv=None) -> int:
     if args.seeds:
         seeds = [int(x) for x in benchlib.parse_list(args.seeds, [str(x) for x in preset.seeds])]
         preset = dataclasses.replace(preset, seeds=tuple(seeds))
-    names = [v.name for v in VARIANTS]
-    default = QUICK_VARIANTS if args.preset == "quick" else names
+    names = [v.name for v in STUDY_METHODS]
+    default = QUICK_METHODS if args.preset == "quick" else names
     chosen = benchlib.parse_list(args.variants, names) if args.variants else default
-    variants = [v for v in VARIANTS if v.name in chosen]
+    variants = [v for v in STUDY_METHODS if v.name in chosen]
     out = pathlib.Path(args.out or REPO_ROOT / "experiments" / "results" / "compute_multiplier")
     logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
     study = Study(preset, variants, args, args.workdir, out)

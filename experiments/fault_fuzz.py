@@ -57,6 +57,10 @@ FLAGS = (
 )
 
 
+# The reserved shard of a reference that must not see the candidates (rho's).
+RESERVED_SHARD_FLAGS = ("--config.data.reserved_fraction=0.2",)
+
+
 def command(
     workdir: pathlib.Path, method: str, tfds_dir: str, *extra: str, flags=FLAGS
 ) -> list[str]:
@@ -304,31 +308,37 @@ def rows(workdir: pathlib.Path) -> list[dict]:
 
 def references(root: pathlib.Path, tfds_dir: str, chosen) -> dict[str, tuple[str, ...]]:
     """``method -> flags`` giving each chosen method the runs its ``needs_runs`` declare:
-    a base run (of seed 0, or of seed 1 where the need is an independent seed) or its
-    fine-tuned copy, each made once."""
-    made: dict[tuple[int, bool], pathlib.Path] = {}
+    a base run (of seed 0, of seed 1 where the need is an independent seed, or on the
+    reserved shard of the pool) or its fine-tuned copy, each made once; a method whose
+    reference trains on the reserved shard draws from the rest."""
+    made: dict[tuple[int, bool, bool], pathlib.Path] = {}
 
-    def run(seed: int, fine_tuned: bool) -> pathlib.Path:
-        if (seed, fine_tuned) not in made:
-            base = root / f"_base_seed{seed}"
-            if (seed, False) not in made:
-                run_to_end(command(base, "base", tfds_dir, f"--config.seed={seed}"))
-                made[seed, False] = base
+    def run(seed: int, fine_tuned: bool, reserved: bool) -> pathlib.Path:
+        if (seed, fine_tuned, reserved) not in made:
+            base = root / f"_base_seed{seed}{'_reserved' if reserved else ''}"
+            if (seed, False, reserved) not in made:
+                shard = RESERVED_SHARD_FLAGS + ("--config.data.generic_shard=reserved",)
+                flags = (f"--config.seed={seed}", *(shard if reserved else ()))
+                run_to_end(command(base, "base", tfds_dir, *flags))
+                made[seed, False, reserved] = base
             if fine_tuned:
-                tuned = root / f"_base_seed{seed}_finetuned"
+                tuned = base.with_name(f"{base.name}_finetuned")
                 tune_flags = (f"--config.finetune.init_from={base}", "--config.train.steps=20")
                 run_to_end(command(tuned, "finetune", tfds_dir, flags=tune_flags))
-                made[seed, True] = tuned
-        return made[seed, fine_tuned]
+                made[seed, True, reserved] = tuned
+        return made[seed, fine_tuned, reserved]
 
-    return {
-        method: tuple(
-            f"--config.{key}={run(int(need.independent_seed), need.fine_tuned)}"
-            for key, need in METHODS[method].needs_runs.items()
-        )
-        for method in chosen
-        if METHODS[method].needs_runs
-    }
+    flags = {}
+    for method in chosen:
+        needs = METHODS[method].needs_runs
+        if not needs:
+            continue
+        flags[method] = tuple(
+            f"--config.{key}="
+            f"{run(int(need.independent_seed), need.fine_tuned, need.reserved_shard)}"
+            for key, need in needs.items()
+        ) + (RESERVED_SHARD_FLAGS if any(n.reserved_shard for n in needs.values()) else ())
+    return flags
 
 
 def main(argv=None) -> int:

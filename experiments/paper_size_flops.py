@@ -35,7 +35,16 @@ from compute_multiplier import step_flops_by_phase
 
 from adaptive_data import config_args, methods
 
-METHODS = ("base", "mixing", "dsir", "classifier", "anograd", "dds", "soba", "align_filter")
+PAPER_SIZE_METHODS = (
+    "base",
+    "mixing",
+    "dsir",
+    "classifier",
+    "anograd",
+    "dds",
+    "soba",
+    "align_filter",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +115,7 @@ def method_row(size: Size, method: str, base: float) -> dict[str, float | str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="tiny,small,paper")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(PAPER_SIZE_METHODS))
     parser.add_argument(
         "--out",
         default=str(benchlib.REPO_ROOT / "experiments" / "results" / "compute_multiplier"),
@@ -116,7 +125,7 @@ def main(argv=None) -> int:
     for name in benchlib.parse_list(args.sizes, list(SIZES)):
         size = SIZES[name]
         base = step_flops_by_phase(size_config(size, "base"))["warmup"]
-        for method in benchlib.parse_list(args.methods, list(METHODS)):
+        for method in benchlib.parse_list(args.methods, list(PAPER_SIZE_METHODS)):
             rows.append(method_row(size, method, base))
             print(rows[-1], flush=True)
     columns = list(rows[0])

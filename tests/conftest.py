@@ -40,9 +40,13 @@ def load_default_config(arg: str = "runlocal"):
 def tiny_config(arg: str, **overrides):
     """``configs/default.py:ARG`` made small for unit tests: a 1-layer width-32 byte LM on
     16 bytes, b = 4 of B = 16, warm-up 0, a small weighting CNN; reference workdirs (read
-    only by ``Method.load_state``, never by a step) point nowhere. Then dotted
-    ``overrides``."""
-    from adaptive_data import config_args
+    only by ``Method.load_state``, never by a step) point nowhere, and a method whose
+    reference trains on the reserved shard (rho) draws from the rest of the pool. Then
+    dotted ``overrides``."""
+    from adaptive_data import config_args, methods
+
+    config = load_default_config(arg)
+    needs = methods.METHODS[config.method].needs_runs.values()
 
     values = {
         "model.num_layers": 1,
@@ -62,7 +66,9 @@ def tiny_config(arg: str, **overrides):
         "cds.target_from": "/unused",
         "rho.reference_from": "/unused",
     }
-    return config_args.override(load_default_config(arg), {**values, **overrides})
+    if any(need.reserved_shard for need in needs):
+        values["data.reserved_fraction"] = 0.2
+    return config_args.override(config, {**values, **overrides})
 
 
 def run_config(tfds_dir, arg="runlocal", **overrides):

@@ -19,6 +19,8 @@ import benchmark_grid  # noqa: E402
 import benchmark_report  # noqa: E402
 import benchmark_setup  # noqa: E402
 
+from adaptive_data import config_args  # noqa: E402
+from adaptive_data.data import sources  # noqa: E402
 from adaptive_data.methods import METHODS  # noqa: E402
 
 
@@ -134,26 +136,45 @@ def test_flop_matched_cells_compare_with_the_values_in_the_methods_own_rows():
     assert verdict == "worse" and cell.startswith("+8.2%: +0.150")
 
 
-def test_rho_reference_is_an_independent_base_run_not_the_scored_seeds():
-    """The reference model is fine-tuned from a base run with another seed (other init,
-    other generic data order), never the base run of the seed it scores."""
+def test_rho_reference_never_trained_on_a_document_rho_scores(tmp_path):
+    """The benchmark's rho reference is the fine-tuned copy of a base run on the reserved
+    shard of the pool, and the rho run draws from the rest: on the data the two configs
+    load, the document ids of the reference's generic_train and of rho's are disjoint
+    and together the whole pool; the reference is fine-tuned on target_train."""
     preset = dataclasses.replace(benchmark_setup.PRESETS["scarce"], compute_matched=False)
     args = types.SimpleNamespace(tfds_data_dir=None)
-    bench = benchmark_grid.Benchmark(preset, args, REPO_ROOT / "unused", {}, ("base", "rho"))
+    bench = benchmark_grid.Benchmark(preset, args, tmp_path / "runs", {}, ("base", "rho"))
     bench.finetune_lr = lambda target: 3e-4
+    pool, target = tmp_path / "pool.txt", tmp_path / "target.txt"
+    pool.write_text("".join(f"pool document {i}\n" for i in range(400)))
+    target.write_text("".join(f"target document {i}\n" for i in range(200)))
+    files = {"data.generic": f"file:{pool}", "data.target": f"file:{target}"}
+
+    def generic_ids(config):
+        split = sources.load_corpus(config_args.override(config, files).data).splits
+        return [split["generic_train"][i]["doc_id"] for i in range(len(split["generic_train"]))]
+
+    everything = set(generic_ids(bench.config("python", "base", 0)))
+    jobs = {job.label: job for job in bench.jobs("python")}
     for seed in preset.seeds:
         reference = bench.references("python", "rho", seed)["rho.reference_from"]
-        scored_base = bench.run_dir("python", "base", seed)
-        assert not reference.startswith(str(scored_base) + "_")
-        reference_seed = benchmark_setup.reference_seed(seed, preset.seeds)
-        assert reference_seed != seed and reference_seed in preset.seeds
-        assert reference.startswith(str(bench.run_dir("python", "base", reference_seed)))
-        reference_config = bench.config("python", "base", reference_seed)
-        assert reference_config.seed != bench.config("python", "rho", seed).seed
-    assert benchmark_setup.reference_seed(0, (0,)) == 1
-    # cds keeps its published protocol: the generic model is base seed s itself.
+        reserved_base = bench.reserved_dir("python", seed)
+        assert reference == str(bench.ft_dir(reserved_base, 3e-4))
+        base_job = jobs[f"python/{reserved_base.name}"]
+        finetune_job = jobs[f"python/{reserved_base.name} fine-tuning"]
+        assert finetune_job.method == "finetune"
+        assert str(finetune_job.config().finetune.init_from) == str(reserved_base)
+        reference_ids = generic_ids(base_job.config())
+        scored_ids = generic_ids(bench.config("python", "rho", seed))
+        assert set(reference_ids).isdisjoint(scored_ids)
+        assert set(reference_ids) | set(scored_ids) == everything
+        share = len(reference_ids) / len(everything)
+        assert share == pytest.approx(benchmark_setup.RESERVED_FRACTION, abs=0.06)
+    # cds keeps its published protocol: the generic model is base seed s itself, on the
+    # whole pool.
     cds = bench.references("python", "cds", 1)
     assert cds["cds.generic_from"] == str(bench.run_dir("python", "base", 1))
+    assert set(generic_ids(bench.config("python", "cds", 1))) == everything
 
 
 def test_a_preset_without_a_checkpoint_in_the_diagnose_budget_is_refused():

@@ -4,6 +4,8 @@ The references re-implement the documented hash in plain Python integers and cou
 n-grams with dicts and loops, independently of the jnp code.
 """
 
+import hashlib
+import itertools
 import math
 from collections import Counter
 
@@ -231,3 +233,55 @@ def test_rejects_bad_arguments():
         dsir.hashed_ngram_counts(jnp.zeros((1, 2), jnp.int32), 0)
     with pytest.raises(ValueError):
         dsir.dsir(8).init(dsir.zero_counts(4))
+
+
+# ------------------------------------------------- word features (the authors' form)
+
+
+def _sha_bucket(ngram: str, m: int) -> int:
+    return int(hashlib.sha256(ngram.encode()).hexdigest(), 16) % m
+
+
+def test_word_ngrams_of_a_sentence_by_hand():
+    text = "Hello, World! hello-world"
+    # WordPunct of the lower-cased text, listed by hand; bigrams join two words by a space.
+    hand = ["hello", ",", "world", "!", "hello", "-", "world"]
+    assert dsir.words(text) == hand
+    ngrams = hand + ["hello ,", ", world", "world !", "! hello", "hello -", "- world"]
+    m = 97
+    expected = Counter(_sha_bucket(g, m) for g in ngrams)
+    counts = dsir.count_word_ngrams([text], m)
+    assert {j: counts[j] for j in np.flatnonzero(counts)} == expected
+
+
+def test_word_log_weights_of_a_two_document_corpus_by_hand():
+    m = 50
+    target, pool = ["apple pie"], ["apple pie", "steel beam beam"]
+    # Bucket counts by hand (hashlib): target n-grams and pool n-grams.
+    target_c = Counter(_sha_bucket(g, m) for g in ["apple", "pie", "apple pie"])
+    pool_c = Counter(
+        _sha_bucket(g, m)
+        for g in ["apple", "pie", "apple pie", "steel", "beam", "beam", "steel beam", "beam beam"]
+    )
+
+    def log_w(grams):
+        return sum(
+            math.log(target_c[j] / 3 + 1e-8) - math.log(pool_c[j] / 8 + 1e-8)
+            for j in (_sha_bucket(g, m) for g in grams)
+        )
+
+    log_weight = dsir.word_log_weights_fn(target, pool, m)
+    assert log_weight("apple pie") == pytest.approx(log_w(["apple", "pie", "apple pie"]))
+    assert log_weight("steel beam") == pytest.approx(log_w(["steel", "beam", "steel beam"]))
+    assert log_weight("") == 0.0
+
+
+def test_word_counts_equal_the_authors_package_on_the_embedded_corpus():
+    hashed_ngram_dsir = pytest.importorskip("data_selection.hashed_ngram_dsir")
+    from adaptive_data.data import embedded_corpus
+
+    texts = [d["text"] for d in itertools.islice(embedded_corpus.iter_documents("manpages"), 200)]
+    reference = np.zeros(dsir.WORD_BUCKETS, int)
+    for text in texts:
+        hashed_ngram_dsir.get_ngram_counts(text, counts=reference)
+    np.testing.assert_array_equal(dsir.count_word_ngrams(texts, dsir.WORD_BUCKETS), reference)

@@ -20,10 +20,14 @@ def test_name_domains_expands_vectors_and_indices():
     }
 
 
-def test_check_finite_names_step_and_quantity():
-    metrics.check_finite(3, {"train/loss": 1.0, "select/domain_share": np.array([np.nan])})
-    with pytest.raises(FloatingPointError, match=r"train/loss = nan at step 7"):
-        metrics.check_finite(7, {"train/loss": math.nan})
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_check_finite_names_step_and_quantity_of_a_non_finite_scalar(bad):
+    row = {"train/loss": 1.0, "outer/objective": np.float32(bad)}
+    with pytest.raises(FloatingPointError, match=rf"outer/objective = {bad} at step 7"):
+        metrics.check_finite(7, row)
+    # Vector metrics (per-domain shares, which are NaN for an empty domain) are left out.
+    row = {"train/loss": 1.0, "select/domain_share": np.array([0.5, bad])}
+    assert metrics.check_finite(7, row) is None
 
 
 def test_collapse_monitor_warns_once_per_kind():

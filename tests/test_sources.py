@@ -125,3 +125,24 @@ def test_known_but_unprepared_tfds_dataset_says_nothing_is_downloaded(tmp_path):
 def test_unknown_spec():
     with pytest.raises(sources.DataError, match="Unknown data spec 'hf:foo'"):
         sources.load_corpus(_data_config(generic="hf:foo"))
+
+
+def test_the_reserved_shard_and_the_rest_split_generic_train_by_document(tmp_path):
+    generic, target = tmp_path / "generic.txt", tmp_path / "target.txt"
+    generic.write_text("".join(f"generic document {i}\n" for i in range(300)))
+    target.write_text("".join(f"target document {i}\n" for i in range(200)))
+
+    def generic_ids(**overrides):
+        data = _data_config(generic=f"file:{generic}", target=f"file:{target}", **overrides)
+        split = sources.load_corpus(data).splits["generic_train"]
+        return [split[i]["doc_id"] for i in range(len(split))]
+
+    everything = generic_ids()
+    reserved = generic_ids(reserved_fraction=0.3, generic_shard="reserved")
+    rest = generic_ids(reserved_fraction=0.3, generic_shard="rest")
+    assert set(reserved).isdisjoint(rest) and sorted(reserved + rest) == sorted(everything)
+    assert 0 < len(reserved) < len(rest)
+    # The same shard whatever else the run changes (e.g. its seed: not part of the data).
+    assert generic_ids(reserved_fraction=0.3, generic_shard="reserved") == reserved
+    with pytest.raises(sources.DataError, match="reserved part of generic_train .* is empty"):
+        generic_ids(reserved_fraction=1e-9, generic_shard="reserved")

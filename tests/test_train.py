@@ -114,16 +114,6 @@ def test_finetune_refuses_parameters_of_another_model(uninterrupted_run, tfds_di
         train.train_and_evaluate(config, str(tmp_path / "ft"))
 
 
-def test_mixing_trains_on_both_streams(tfds_dir, tmp_path):
-    config = run_config(
-        tfds_dir, "method=mixing,runlocal", **{"train.steps": 10, "train.eval_every": 10}
-    )
-    result = train.train_and_evaluate(config, str(tmp_path / "mixing"))
-    gw = config.mixing.generic_weight
-    expected = gw * result["train/generic_loss"] + (1 - gw) * result["train/target_loss"]
-    assert result["train/loss"] == pytest.approx(expected, rel=1e-5)
-
-
 def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tfds_dir, tmp_path):
     workdir = str(tmp_path / "nan")
     config = run_config(

@@ -14,12 +14,14 @@ from adaptive_data.validation import ConfigError, rules, validate_config, violat
 from conftest import REPO_ROOT
 
 PAPER = config_args.load_config_module(REPO_ROOT / "configs" / "paper" / "c4.py")
-# What methods that start from, or score with, other runs need (any path: not read here).
+# What methods that start from, or score with, other runs need (any path: not read here),
+# and the reserved shard of the pool that rho's reference trains on.
 WORKDIRS = {
     "finetune.init_from": "/runs/base",
     "cds.generic_from": "/runs/base",
     "cds.target_from": "/runs/base_ft",
-    "rho.reference_from": "/runs/base_ft",
+    "rho.reference_from": "/runs/base_reserved_ft",
+    "data.reserved_fraction": 0.2,
 }
 
 

@@ -1,7 +1,14 @@
 """DSIR: importance resampling on hashed n-gram features (Xie et al. 2023;
-docs/algorithms.md, "dsir").
+docs/algorithms.md, "dsir"), in two forms of features:
 
-Each example x becomes a count vector h(x) over M hash buckets of its unigrams and
+- byte n-grams (``config.dsir.features=bytes``, the default; a byte-level variant of
+  DSIR, not the authors' form): the model's byte tokens of the truncated input, on
+  device; this module's first part, below.
+- word n-grams (``features=words``, the authors' form, as their ``data-selection``
+  package computes it): lower-cased WordPunct words of the whole document text, hashed
+  unigrams and bigrams, on the host; the section "Word features" at the end.
+
+Byte features. Each example x becomes a count vector h(x) over M hash buckets of its unigrams and
 bigrams (`hashed_ngram_counts`). Smoothed categorical distributions over the buckets,
 p_t from the target data S_train and p_g from the generic pool, define a
 bag-of-n-grams model, whose log likelihood ratio is the log importance weight
@@ -24,11 +31,15 @@ elementwise uint32 arithmetic and the counts one scatter-add per batch (`count_n
 loops over batches on the host, once).
 """
 
+import functools
+import hashlib
+import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from adaptive_data.core.outer import base
 from adaptive_data.data import tokenizer
@@ -295,3 +306,85 @@ def dsir(
         return phi, DsirState(outer_state.count + 1), metrics
 
     return base.OuterMethod(init, update)
+
+
+# ------------------------------------------------------------------------ word features
+#
+# The authors' form (the ``data-selection`` package, ``HashedNgramDSIR``): a document's
+# text is lower-cased and split into WordPunct words (maximal runs of word characters,
+# and of characters that are neither word characters nor space); its unigrams and its
+# bigrams (two consecutive words joined by one space) are hashed into M buckets by
+# sha256 of their UTF-8 bytes mod M. p_t and p_g are the normalised bucket counts of the
+# target and of the raw pool (no additive smoothing), and
+#
+#     log w(x) = sum_j h_j(x) (log(p_t[j] + 1e-8) - log(p_g[j] + 1e-8)).
+#
+# Host-side Python: a document's weight depends on its whole text, which the truncated
+# ``inputs`` of a batch do not hold.
+
+# The authors' bucket count (their default) and the floor added to both probabilities.
+WORD_BUCKETS = 10_000
+PROBABILITY_FLOOR = 1e-8
+# The authors stop counting the pool past this many n-grams per bucket (their "auto").
+POOL_NGRAMS_PER_BUCKET = 100_000
+_WORD_PUNCT = re.compile(r"\w+|[^\w\s]+")
+
+
+def words(text: str) -> list[str]:
+    """The lower-cased WordPunct words of ``text`` (nltk's ``WordPunctTokenizer``:
+    runs of ``\\w`` characters, and runs of characters that are neither ``\\w`` nor
+    space)."""
+    return _WORD_PUNCT.findall(text.lower())
+
+
+@functools.lru_cache(maxsize=2**20)
+def word_bucket(ngram: str, num_buckets: int) -> int:
+    """The bucket of one n-gram: int(sha256(utf-8 bytes), 16) mod M."""
+    return int(hashlib.sha256(ngram.encode("utf-8")).hexdigest(), 16) % num_buckets
+
+
+def word_ngram_buckets(text: str, num_buckets: int) -> np.ndarray:
+    """int64[N] buckets of the unigrams then the bigrams of ``text``'s words (N = 2n - 1
+    for n >= 1 words, 0 for none)."""
+    tokens = words(text)
+    ngrams = tokens + [f"{a} {b}" for a, b in zip(tokens[:-1], tokens[1:])]
+    return np.fromiter((word_bucket(g, num_buckets) for g in ngrams), np.int64, len(ngrams))
+
+
+def count_word_ngrams(
+    texts: Iterable[str], num_buckets: int, *, max_ngrams: int | None = None
+) -> np.ndarray:
+    """float64[M] bucket counts of the word n-grams of ``texts``, in order, stopping
+    after the document that takes the total past ``max_ngrams`` (None: all)."""
+    counts_M = np.zeros(num_buckets, np.float64)
+    for text in texts:
+        np.add.at(counts_M, word_ngram_buckets(text, num_buckets), 1.0)
+        if max_ngrams is not None and counts_M.sum() > max_ngrams:
+            break
+    return counts_M
+
+
+def word_log_ratio(target_counts_M: np.ndarray, pool_counts_M: np.ndarray) -> np.ndarray:
+    """float64[M] log(p_t + 1e-8) - log(p_g + 1e-8), p the normalised counts."""
+    p_t = target_counts_M / max(target_counts_M.sum(), 1.0)
+    p_g = pool_counts_M / max(pool_counts_M.sum(), 1.0)
+    return np.log(p_t + PROBABILITY_FLOOR) - np.log(p_g + PROBABILITY_FLOOR)
+
+
+def word_log_weight(text: str, log_ratio_M: np.ndarray) -> float:
+    """log w(x) = sum over the word n-grams of ``text`` of the log ratio of their bucket
+    (0 for a text without words)."""
+    return float(np.sum(log_ratio_M[word_ngram_buckets(text, log_ratio_M.shape[0])]))
+
+
+def word_log_weights_fn(
+    target_texts: Iterable[str], pool_texts: Iterable[str], num_buckets: int = WORD_BUCKETS
+):
+    """``log_weight(text) -> float`` of the authors' word-feature DSIR: p_t counts every
+    target text, once; p_g counts the pool's texts in order up to
+    ``POOL_NGRAMS_PER_BUCKET * num_buckets`` n-grams (the authors' default budget)."""
+    log_ratio_M = word_log_ratio(
+        count_word_ngrams(target_texts, num_buckets),
+        count_word_ngrams(pool_texts, num_buckets, max_ngrams=POOL_NGRAMS_PER_BUCKET * num_buckets),
+    )
+    return functools.partial(word_log_weight, log_ratio_M=log_ratio_M)

@@ -53,6 +53,8 @@ from typing import Any
 import tensorflow_datasets as tfds
 from etils import epath
 
+from adaptive_data.data import prepared
+
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 MANIFEST_PATH = EMBEDDED_DIR / "manifest.json"
 
@@ -528,9 +530,7 @@ def _is_prepared(builder: AdaptiveDataEmbedded) -> bool:
 
 def _variant_dir(config: EmbeddedCorpusConfig, data_dir: str | None) -> epath.Path:
     """``<data_dir>/adaptive_data_embedded/<config>/<version>``, where it is prepared."""
-    from adaptive_data.data import sources
-
-    root = data_dir or sources._tfds_data_dirs(None)[0]
+    root = data_dir or prepared.tfds_data_dirs(None)[0]
     return epath.Path(root) / AdaptiveDataEmbedded.name / config.name / dataset_version()
 
 
@@ -539,9 +539,7 @@ def _open_prepared(
 ) -> tuple[AdaptiveDataEmbedded | None, str | None]:
     """``(builder, None)`` if prepared and intact, ``(None, None)`` if not prepared,
     ``(None, why)`` if a prepared copy is there but damaged: unreadable or missing
-    metadata, a missing or truncated split file (``sources.prepared_damage``)."""
-    from adaptive_data.data import sources
-
+    metadata, a missing or truncated split file (``prepared.prepared_damage``)."""
     variant = _variant_dir(config, data_dir)
     try:
         builder = _builder(config, data_dir)
@@ -553,7 +551,7 @@ def _open_prepared(
         if variant.exists() and any(variant.iterdir()):
             return None, "its metadata (dataset_info.json) is missing"
         return None, None
-    damage = sources.prepared_damage(builder, SPLITS)
+    damage = prepared.prepared_damage(builder, SPLITS)
     return (builder, None) if damage is None else (None, damage)
 
 

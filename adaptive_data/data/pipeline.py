@@ -8,10 +8,15 @@ batches it would have seen. Evaluation batches are a fixed, padded prefix of a s
 
 A batch is a dict of numpy arrays with leading dimension = batch size:
 ``inputs``/``targets`` int32[B, L], ``mask`` float32[B, L], ``num_bytes`` int32[B],
-``domain`` int32[B] (index into ``Corpus.domains``), ``doc_id`` (str[B], host only).
+``domain`` int32[B] (index into ``Corpus.domains``), ``doc_id`` (str[B], host only),
+and ``document_score`` float32[B] when a training stream is given a ``score_document``
+(``Method.document_scorer``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import grain
 import numpy as np
@@ -24,9 +29,15 @@ HOST_ONLY_KEYS = ("doc_id",)
 class _Encode(grain.transforms.Map):
     """Record ``{"text", "domain", "doc_id"}`` -> one truncated LM example."""
 
-    def __init__(self, domains: tuple[str, ...], max_length: int):
+    def __init__(
+        self,
+        domains: tuple[str, ...],
+        max_length: int,
+        score_document: Callable[[Any], float] | None = None,
+    ):
         self._domain_ids = {name: i for i, name in enumerate(domains)}
         self._max_length = max_length
+        self._score_document = score_document
 
     def map(self, record):
         example = tokenizer.lm_example(record["text"], self._max_length)
@@ -38,6 +49,8 @@ class _Encode(grain.transforms.Map):
             )
         example["domain"] = np.int32(self._domain_ids[domain])
         example["doc_id"] = np.asarray(record["doc_id"], dtype=object)
+        if self._score_document is not None:
+            example["document_score"] = np.float32(self._score_document(record))
         return example
 
 
@@ -51,6 +64,7 @@ def train_stream(
     process_index: int = 0,
     process_count: int = 1,
     num_threads: int = 2,
+    score_document: Callable[[Any], float] | None = None,
 ):
     """Returns an infinite grain IterDataset of this process's batches.
 
@@ -58,6 +72,7 @@ def train_stream(
     shuffled stream (G = ``global_batch_size``, reshuffled every epoch); process p of P
     reads only its contiguous block ``[t * G + p * G / P, t * G + (p + 1) * G / P)``, so
     the global batch and its order do not depend on the number of processes.
+    ``score_document(record) -> float``: each example's ``document_score`` (None: none).
     """
     if global_batch_size % process_count:
         raise ValueError(
@@ -65,7 +80,7 @@ def train_stream(
             f"number of processes {process_count}."
         )
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
-    ds = ds.map(_Encode(domains, max_length))
+    ds = ds.map(_Encode(domains, max_length, score_document))
     ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
     ds = ds[process_index::process_count]
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4))

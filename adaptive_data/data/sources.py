@@ -12,6 +12,12 @@ A data spec is one string (``config.data.generic`` / ``config.data.target``):
 ``load_corpus`` resolves both specs into five random-access splits of records
 ``{"text": bytes, "domain": str, "doc_id": str}``: ``generic_train``, ``generic_valid``,
 ``target_train``, ``target_valid``, ``target_test``.
+
+A reserved shard (``config.data.reserved_fraction`` > 0) splits generic_train in two
+disjoint parts, by a stable hash of each document's position in it: the reserved shard,
+which a reference model trains on (``config.data.generic_shard=reserved``; rho's), and
+the rest, which every other run reads (``generic_shard=rest``), so a reference never
+trains on a document that the run it scores for can draw.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from adaptive_data.data import tokenizer
+from adaptive_data.data import prepared, tokenizer
 
 SPLITS = ("generic_train", "generic_valid", "target_train", "target_valid", "target_test")
+# The parts of generic_train under a reserved shard (``config.data.generic_shard``).
+GENERIC_SHARDS = ("rest", "reserved")
 GENERIC_DOMAIN = "generic"
 TARGET_DOMAIN = "target"
 
@@ -189,53 +197,6 @@ def _split_by_hash(records, fractions: dict[str, float], salt: str) -> dict[str,
 # ---------------------------------------------------------------------------- tfds
 
 
-def _tfds_data_dirs(data_dir: str | None) -> list[str]:
-    """The data dirs TFDS looks in: ``data_dir``, or its defaults (``TFDS_DATA_DIR`` or
-    ``~/tensorflow_datasets``, and any registered with ``tfds.core.add_data_dir``)."""
-    try:
-        from tensorflow_datasets.core.utils import file_utils
-
-        return [str(d) for d in file_utils.list_data_dirs(data_dir)]
-    except Exception:  # an internal helper: fall back to the documented defaults
-        from tensorflow_datasets.core import constants
-
-        return [data_dir or constants.get_default_data_dir()]
-
-
-def prepared_damage(builder, splits: Sequence[str]) -> str | None:
-    """Why the prepared array_record files of ``splits`` of a TFDS ``builder`` cannot be
-    read, or None if each shard file is there and holds the number of records TFDS
-    recorded for it when it was built (``shard_lengths`` in ``dataset_info.json``).
-
-    Cheap: opening an array_record file reads only its footer. A truncated file (a full
-    disk, a killed copy) opens with fewer records than recorded, or not at all.
-    """
-    from array_record.python import array_record_module
-
-    for split in splits:
-        if split not in builder.info.splits:
-            return f"split {split!r} is missing from its metadata (dataset_info.json)"
-        info = builder.info.splits[split]
-        for path, expected in zip(info.filepaths, info.shard_lengths):
-            if not path.exists():
-                return f"split {split!r}: file {path.name} is missing"
-            try:
-                reader = array_record_module.ArrayRecordReader(str(path))
-                try:
-                    found = reader.num_records()
-                finally:
-                    reader.close()
-            except Exception as error:  # riegeli raises several types for one cause
-                detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-                return f"split {split!r}: file {path.name} cannot be read ({detail})"
-            if found != expected:
-                return (
-                    f"split {split!r}: file {path.name} holds {found} records of the "
-                    f"{expected} written when it was built (truncated?)"
-                )
-    return None
-
-
 def _damaged_dataset_error(
     name: str, split: str, directory, reason: str, key: str, data_dir: str | None
 ) -> DataError:
@@ -254,7 +215,7 @@ def _prepared_copies(name: str, data_dir: str | None) -> list[pathlib.Path]:
     relative = name.split(":")[0]
     return [
         pathlib.Path(d) / relative
-        for d in _tfds_data_dirs(data_dir)
+        for d in prepared.tfds_data_dirs(data_dir)
         if "://" not in str(d) and (pathlib.Path(d) / relative).is_dir()
     ]
 
@@ -266,7 +227,7 @@ def _tfds_source(name: str, split: str, data_dir: str | None, spec: str, role: s
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError as e:
-        dirs = ", ".join(repr(d) for d in _tfds_data_dirs(data_dir))
+        dirs = ", ".join(repr(d) for d in prepared.tfds_data_dirs(data_dir))
         where = (
             f"config.data.tfds_data_dir={data_dir!r}"
             if data_dir
@@ -286,7 +247,7 @@ def _tfds_source(name: str, split: str, data_dir: str | None, spec: str, role: s
             raise _damaged_dataset_error(name, split, copies[0], reason, key, data_dir) from e
         raise DataError(
             f"Unknown TFDS dataset {name!r} (from {key}), data dir "
-            f"{', '.join(repr(d) for d in _tfds_data_dirs(data_dir))}: {e}"
+            f"{', '.join(repr(d) for d in prepared.tfds_data_dirs(data_dir))}: {e}"
         ) from e
     if not builder.is_prepared():
         raise DataError(
@@ -305,7 +266,7 @@ def _tfds_source(name: str, split: str, data_dir: str | None, spec: str, role: s
             f"TFDS dataset {name!r} cannot be read by random access (it is prepared as "
             f"{builder.info.file_format.value}). Prepare it with --file_format=array_record."
         )
-    damage = prepared_damage(builder, [split])
+    damage = prepared.prepared_damage(builder, [split])
     if damage is not None:
         raise _damaged_dataset_error(name, split, builder.data_dir, damage, key, data_dir)
     try:
@@ -421,9 +382,56 @@ def _resolve(spec: str, role: str, data_cfg) -> tuple[dict[str, Any], set[str], 
     )
 
 
+class Subset:
+    """Random-access view of the records of ``source`` at ``indices``."""
+
+    def __init__(self, source, indices: Sequence[int], name: str):
+        self._source = source
+        self._indices = list(indices)
+        self._name = name
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._source[self._indices[index]]
+
+    def __repr__(self) -> str:
+        return f"Subset({self._name}, {len(self)} docs)"
+
+
+def reserved_positions(num_documents: int, fraction: float) -> list[bool]:
+    """Whether each position of generic_train is in the reserved shard: position i is
+    iff a stable hash of i (sha256 of "reserved-shard#i", as a number in [0, 1)) is below
+    ``fraction``; the same for every run of one data config, whatever its seed."""
+    return [_stable_fraction(f"reserved-shard#{i}") < fraction for i in range(num_documents)]
+
+
+def generic_train_shard(source, fraction: float, shard: str):
+    """The part ``shard`` (one of ``GENERIC_SHARDS``) of generic_train ``source`` under a
+    reserved shard of about ``fraction`` of its documents; ``source`` itself when
+    ``fraction`` is 0."""
+    if fraction <= 0:
+        return source
+    reserved = reserved_positions(len(source), fraction)
+    keep = [i for i, r in enumerate(reserved) if r == (shard == "reserved")]
+    if not keep:
+        raise DataError(
+            f"The {shard} part of generic_train ({len(source)} documents) under "
+            f"config.data.reserved_fraction={fraction} is empty; choose a fraction that "
+            "leaves documents on both sides."
+        )
+    return Subset(source, keep, name=f"{source!r}, {shard} part of {fraction:g}")
+
+
 def load_corpus(data_cfg) -> Corpus:
     """Resolves ``config.data`` into a Corpus (see the module docstring)."""
     generic, generic_domains, _ = _resolve(data_cfg.generic, "generic", data_cfg)
+    generic["generic_train"] = generic_train_shard(
+        generic["generic_train"],
+        float(data_cfg.get("reserved_fraction", 0.0)),
+        data_cfg.get("generic_shard", "rest"),
+    )
     target, target_domains, target_domain = _resolve(data_cfg.target, "target", data_cfg)
     if data_cfg.get("target_domain"):
         target_domain = data_cfg.target_domain

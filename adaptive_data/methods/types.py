@@ -92,6 +92,13 @@ class Method:
         n-gram counts of target_train (dsir). ``target_train()`` returns an iterable of
         host batches (dicts with int[n, L] ``inputs``) covering every target_train
         example once (padding rows are all-pad). None: nothing to load.
+      document_scorer: ``(splits) -> score_document`` run on the host once per run
+        start, before the input streams are built: given the corpus splits (split ->
+        random-access source of records ``{"text", "domain", "doc_id"}``), it returns
+        ``score_document(record) -> float``, which the pipeline puts in every example
+        as float32 ``document_score`` (for a score of the whole document text, which
+        the truncated ``inputs`` do not hold: dsir's word features). None: no such
+        field.
       selected_metrics: ``(big, indices_b, method_state) -> metrics`` of the method's
         own about the selected b (e.g. domain_mixture's realised domain shares),
         logged on active steps; None: none.
@@ -121,6 +128,7 @@ class Method:
     outer_batch: str = "uniform"
     init_state: Callable[[Any, PyTree], Any] = no_state
     load_state: Callable[[Any, Callable[[], Any]], Any] | None = None
+    document_scorer: Callable[[Mapping[str, Any]], Callable[[Any], float]] | None = None
     selected_metrics: Callable[..., dict[str, Any]] | None = None
     selection_warmup_steps: int = 0
     outer_every: int = 1
