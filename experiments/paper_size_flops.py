@@ -27,10 +27,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+import platform
+import time
 import pathlib
 import sys
 
 import benchlib  # noqa: F401  (puts the repository root on sys.path)
+import jax
 from compute_multiplier import step_flops_by_phase
 
 from adaptive_data import config_args, methods
@@ -133,6 +137,9 @@ def main(argv=None) -> int:
         "# Train-step FLOPs at the paper's sizes (XLA cost analysis, compiled, not run)",
         "",
         f"Command: `python experiments/paper_size_flops.py {' '.join(argv or sys.argv[1:])}`",
+        "",
+        f"Compiled {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'} "
+        f"({os.cpu_count()} CPUs, jax {jax.__version__}, {jax.default_backend()} backend).",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
