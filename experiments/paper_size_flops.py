@@ -28,10 +28,10 @@ import argparse
 import dataclasses
 import math
 import os
-import platform
-import time
 import pathlib
+import platform
 import sys
+import time
 
 import benchlib  # noqa: F401  (puts the repository root on sys.path)
 import jax
