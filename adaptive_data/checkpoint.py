@@ -62,21 +62,37 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # Values of a key that a later version added in its "off" state (e.g. extra_modules=()):
 # a run saved before the key existed behaved the same, so resuming it is allowed.
 _EMPTY_VALUES = (None, "", [], ())
+# Keys a later version added with a default that does what runs saved without them did:
+# such a run resumes while the key keeps that value (another value is a difference).
+BACKWARD_DEFAULTS = {
+    "data.reserved_fraction": 0.0,
+    "data.generic_shard": "rest",
+    "mixing.batch": "separate",
+    "dsir.features": "bytes",
+    "dsir.word_buckets": 10_000,
+}
+_ABSENT = object()
+
+
+def _added_in_its_old_behaviour(key: str, value: Any) -> bool:
+    """Whether ``key``, absent from one side, has a value that changes nothing there."""
+    return value in _EMPTY_VALUES or BACKWARD_DEFAULTS.get(key, _ABSENT) == value
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Keys (dotted) whose values differ and that are not harmless, with both values.
 
     A key on one side only is no difference when its value on the other is empty (None,
-    '', [] or ()): a setting added by a later version of the library, left off.
+    '', [] or ()) or its ``BACKWARD_DEFAULTS`` value: a setting added by a later version of
+    the library, left as the earlier version behaved.
     """
     old, new = _flatten(saved), _flatten(current)
     diffs = []
     for key in sorted(set(old) | set(new)):
         if any(key == h or (h.endswith(".") and key.startswith(h)) for h in HARMLESS_KEYS):
             continue
-        if (key not in old and new[key] in _EMPTY_VALUES) or (
-            key not in new and old[key] in _EMPTY_VALUES
+        if (key not in old and _added_in_its_old_behaviour(key, new[key])) or (
+            key not in new and _added_in_its_old_behaviour(key, old[key])
         ):
             continue
         if old.get(key, "<absent>") != new.get(key, "<absent>"):

@@ -100,6 +100,9 @@ class Frontier:
 FRONTIERS = (
     Frontier("base", "base", (1, 2, 4, 8)),
     Frontier("mixing", "mixing", (1, 2, 4)),  # the authors' separate target batch
+    # One batch of b with a target share of 1 - mixing.generic_weight: base's FLOPs per
+    # step, the compute-fair mixing.
+    Frontier("mixing_mixed", "mixing", (1, 2, 4), {"mixing.batch": "mixed"}),
 )
 BASE_BUDGETS = FRONTIERS[0].budgets
 
@@ -133,6 +136,9 @@ STUDY_METHODS = (
     Variant("soba", "soba"),
     Variant("soba_every4", "soba", {"outer.every": 4}, outer_rates=OUTER_RATES),
     Variant("align_filter", "align_filter"),
+    # Added to the grid after its first launch (they run after the variants above).
+    Variant("dsir_words", "dsir", {"dsir.features": "words"}),
+    Variant("dds_every4", "dds", {"outer.every": 4}, outer_rates=OUTER_RATES),
 )
 QUICK_METHODS = ("dsir", "anograd", "anograd_every4", "anograd_freeze50")
 

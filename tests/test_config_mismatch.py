@@ -24,3 +24,20 @@ def test_a_key_added_later_and_switched_on_is_a_difference():
     assert checkpoint.config_differences(saved, current) == [
         "extra_modules: '<absent>' -> ['my_project.method']"
     ]
+
+
+def test_a_key_added_later_with_its_earlier_behaviour_is_no_difference():
+    saved = {"method": "mixing", "mixing": {"generic_weight": 0.9}}
+    same = {"method": "mixing", "mixing": {"generic_weight": 0.9, "batch": "separate"}}
+    assert checkpoint.config_differences(saved, same) == []
+    other = {"method": "mixing", "mixing": {"generic_weight": 0.9, "batch": "mixed"}}
+    assert checkpoint.config_differences(saved, other) == ["mixing.batch: '<absent>' -> 'mixed'"]
+
+
+def test_every_backward_default_is_the_current_default():
+    from adaptive_data import config_args
+
+    config = config_args.load_config("configs/default.py", "method=base").to_dict()
+    flat = checkpoint._flatten(config)
+    for key, value in checkpoint.BACKWARD_DEFAULTS.items():
+        assert flat[key] == value, key
