@@ -47,6 +47,7 @@ and every process rewrites the report of all targets from what has finished.
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import math
@@ -61,7 +62,6 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 from benchmark_grid import Grid, Job, best_eval, finetune_outcome, read_done, read_rows
-from benchmark_report import write_csv
 from benchmark_setup import (
     PRESETS,
     REPO_ROOT,
@@ -543,6 +543,15 @@ class Study:
         tmp.replace(self.out / "results.md")
         report_lib.plots(self.out, self.preset, rows)
         return rows
+
+
+def write_csv(path: pathlib.Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``rows`` as CSV, every key a column (in order of first appearance)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _read_json(path: pathlib.Path) -> dict[str, Any]:

@@ -163,3 +163,10 @@ def test_a_preset_trains_each_target_at_its_tuned_rate():
     args = types.SimpleNamespace(tfds_data_dir=None)
     assert benchmark_setup.run_config(preset, "python", "base", 0, args).train.learning_rate == 3e-3
     assert benchmark_setup.run_config(preset, "jargon", "base", 0, args).train.learning_rate == 1e-3
+
+
+def test_results_csv_keeps_every_column_of_the_rows(tmp_path):
+    rows = [{"target": "t", "method": "m", "multiplier_base": 1.5}, {"target": "t", "x": 2}]
+    compute_multiplier.write_csv(tmp_path / "r.csv", rows)
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert lines == ["target,method,multiplier_base,x", "t,m,1.5,", "t,,,2"]
