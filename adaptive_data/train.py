@@ -20,7 +20,7 @@ from adaptive_data import checkpoint as ckpt
 from adaptive_data import faults, methods, run_setup, sharding, validation, workdir_lock
 from adaptive_data import metrics as metrics_lib
 from adaptive_data.data import pipeline, sources
-from adaptive_data.models import transformer
+from adaptive_data.models import lm
 
 # Evaluation splits: metric name -> corpus split.
 EVAL_SPLITS = {"generic": "generic_valid", "target_valid": "target_valid", "target": "target_test"}
@@ -31,8 +31,8 @@ _STREAM_SEED_OFFSETS = {"generic": 1, "target": 2}
 class _Evaluator:
     """Bits per byte of fixed, pre-placed batches of each evaluation split."""
 
-    def __init__(self, model, corpus, config, to_device):
-        self._eval_fn = jax.jit(transformer.make_eval_fn(model))
+    def __init__(self, model: lm.LanguageModel, corpus, config, to_device):
+        self._eval_fn = jax.jit(lm.make_eval_fn(model))
         self._sets = {
             name: [
                 to_device(sharding.process_rows(b))
@@ -40,6 +40,7 @@ class _Evaluator:
                     corpus.splits[split],
                     domains=corpus.domains,
                     max_length=config.model.max_length,
+                    tokenizer=model.tokenizer,
                     batch_size=config.eval.batch_size,
                     max_examples=config.eval.max_examples,
                 )
@@ -83,10 +84,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     mesh = sharding.make_mesh(config.mesh.fsdp)
     data_sharding = sharding.batch_sharding(mesh)
     logging.info(
-        "Data: %s; domains %s; target domain %s; method %s; mesh %s.",
+        "Data: %s; domains %s; target domain %s; tokenizer %s (vocabulary %d); model %s; "
+        "method %s; mesh %s.",
         corpus.description,
         corpus.domains,
         corpus.target_domain,
+        setup.model.tokenizer.spec,
+        setup.model.vocab_size,
+        setup.model.name,
         method.name,
         dict(mesh.shape),
     )
@@ -107,6 +112,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 corpus.splits[split],
                 domains=corpus.domains,
                 max_length=config.model.max_length,
+                tokenizer=setup.model.tokenizer,
                 global_batch_size=batch_size,
                 seed=config.seed * 1000 + _STREAM_SEED_OFFSETS[name],
                 process_index=jax.process_index(),
@@ -119,7 +125,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     # ------------------------------------------------------------------ state
     abstract_state = setup.abstract_state()
-    state_sharding = sharding.state_shardings(abstract_state, mesh)
+    state_sharding = sharding.state_shardings(abstract_state, mesh, setup.model.partition)
     resume_step, state = checkpointer.restore_latest_intact(
         jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -146,6 +152,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                     split,
                     domains=corpus.domains,
                     max_length=config.model.max_length,
+                    tokenizer=setup.model.tokenizer,
                     batch_size=config.eval.batch_size,
                     max_examples=len(split),
                 )

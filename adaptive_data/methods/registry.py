@@ -63,7 +63,7 @@ DDS_LOOKAHEAD_BATCHES = ("uniform", "selected")
 class MethodContext:
     """What a constructor needs besides the config: the LM, its optimiser, the domains."""
 
-    model: Any  # transformer.TransformerLM
+    model: Any  # models.LanguageModel
     tx: optax.GradientTransformation
     num_domains: int
     target_domain_id: int | None
@@ -359,7 +359,7 @@ def weighting_method(
     """
 
     def build(config, context: MethodContext) -> Method:
-        wmodel = weighting.from_config(config.weighting)
+        wmodel = weighting.from_config(config.weighting, context.model.tokenizer)
 
         def weight_fn(phi, batch):
             return weighting.weighting_forward(wmodel, phi, batch["inputs"], mode=weight_mode)
@@ -568,7 +568,8 @@ def _classifier_outer(config, loss_fn, weight_fn, phi_tx):
 def _dsir(config, context):
     d = config.dsir
     num_buckets, smoothing = int(d.num_buckets), float(d.smoothing)
-    outer = dsir.dsir(num_buckets, smoothing=smoothing)
+    pad_id = context.model.tokenizer.pad_id
+    outer = dsir.dsir(num_buckets, smoothing=smoothing, pad_id=pad_id)
 
     def init_state(key, params) -> OuterState:
         del key
@@ -577,12 +578,14 @@ def _dsir(config, context):
 
     def load_state(method_state: OuterState, target_train) -> OuterState:
         # p_t: every target_train example counted once, before training.
-        target_M = dsir.count_ngrams(target_train(), num_buckets)
+        target_M = dsir.count_ngrams(target_train(), num_buckets, pad_id=pad_id)
         return method_state._replace(phi=method_state.phi._replace(target_M=target_M))
 
     def score(params, method_state: OuterState, big, target, key):
         del params, target, key
-        return dsir.dsir_log_weights(method_state.phi, big["inputs"], smoothing=smoothing)
+        return dsir.dsir_log_weights(
+            method_state.phi, big["inputs"], smoothing=smoothing, pad_id=pad_id
+        )
 
     method = selecting_method(
         config,
