@@ -138,9 +138,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         logging.info("Resumed from the checkpoint of step %d in %s.", resume_step, workdir)
     else:
         state = setup.initial_state(state_sharding)
-        if method.init_from:
-            logging.info("Starting from the parameters of %s.", method.init_from)
-            params = ckpt.restore_pretrained_params(method.init_from, abstract_state.params)
+        # A method's own starting point (finetune.init_from) before the model's.
+        init_from = method.init_from or config.model.init_from
+        if init_from:
+            logging.info("Starting from the parameters of %s.", init_from)
+            params = ckpt.restore_pretrained_params(init_from, abstract_state.params)
             state = jax.device_put(
                 state.replace(params=jax.tree.map(jnp.asarray, params)), state_sharding
             )

@@ -42,9 +42,9 @@ class ModelSpec:
         vocabulary size V (``lm.linen_functions(module)`` for a Flax Linen module).
       summary: one line for the docs and error messages.
       defaults: ``defaults(arg) -> ml_collections.ConfigDict``, the block's keys besides
-        ``name``, with a comment per key; it must hold ``max_length`` (L, the token length
-        of every example). ``arg`` holds get_config's parsed arguments (``runlocal``,
-        ``size``, ...).
+        ``name`` and ``init_from`` (shared by every model), with a comment per key; it
+        must hold ``max_length`` (L, the token length of every example). ``arg`` holds
+        get_config's parsed arguments (``runlocal``, ``size``, ...).
       rules: ``config_rules.Rule``s of the block's keys (``model.<key>``), applied when
         ``config.model.name == name``; the keys they name must be in the block.
       partition: ``(path, shape, fsdp) -> jax.sharding.PartitionSpec | None``, the
@@ -103,10 +103,14 @@ def _unknown(name) -> str:
 
 
 def config_block(name: str, arg) -> ml_collections.ConfigDict:
-    """The ``config.model`` block of model ``name``: ``name`` and ``defaults(arg)``."""
+    """The ``config.model`` block of model ``name``: ``name``, ``init_from`` ('') and
+    ``defaults(arg)``."""
     if name not in MODELS:
         raise ValueError(_unknown(name) + ".")
-    block = ml_collections.ConfigDict({"name": name})
+    # init_from: parameters a fresh run starts from ('' = the entry's init): a run's
+    # workdir, an orbax checkpoint of the params pytree, or a flax msgpack file
+    # (adaptive_data.checkpoint.read_params); continued pretraining of your own model.
+    block = ml_collections.ConfigDict({"name": name, "init_from": ""})
     block.update(MODELS[name].defaults(arg))
     return block
 
@@ -143,6 +147,12 @@ def rules() -> tuple[Rule, ...]:
             "block), not with --config.model.name",
         ),
         Rule("model.max_length", *integer(1, note=" (tokens per example)")),
+        Rule(
+            "model.init_from",
+            lambda v, config: isinstance(v, str),
+            "a path ('' = the model's own init): a run's workdir, an orbax checkpoint of "
+            "the parameters, or a flax msgpack file",
+        ),
     ]
     for spec in MODELS.values():
         out += [
