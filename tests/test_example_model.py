@@ -2,7 +2,8 @@
 package) over a SentencePiece tokenizer trained on the embedded corpus, through
 ``python -m adaptive_data.main`` with ``method=base`` and ``method=anograd``; 8 simulated
 devices with its own FSDP rule agree with 1 device; a SIGKILLed run resumes to the same
-metrics. Tiny sizes (runlocal): each run takes seconds of training."""
+metrics; continued pretraining starts from its parameters saved in each supported form.
+Tiny sizes (runlocal): each run takes seconds of training."""
 
 import json
 import math
@@ -10,8 +11,13 @@ import os
 import pathlib
 import subprocess
 
+import flax.serialization
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+
+from adaptive_data import checkpoint as ckpt
+from adaptive_data import train
 
 from conftest import (
     REPO_ROOT,
@@ -19,6 +25,7 @@ from conftest import (
     kill_after_checkpoint,
     main_command,
     metrics_rows,
+    run_config,
 )
 
 pytestmark = pytest.mark.slow
@@ -116,3 +123,45 @@ def test_sigkill_and_resume_reaches_the_same_metrics(
     kill_after_checkpoint(command, os.path.join(workdir, "checkpoints", "8"), env=_env(1))
     assert metrics_rows(workdir)[-1]["step"] < 24
     _assert_same_metrics(anograd_one_device, _run(workdir, command))
+
+
+@pytest.mark.parametrize("form", ["workdir", "orbax", "msgpack"])
+def test_continued_pretraining_starts_from_the_parameters_on_disk(
+    form, tfds_dir, sentencepiece, anograd_one_device, tmp_path
+):
+    """``model.init_from`` in each of its three forms: a fresh ``base`` run's step-0
+    evaluation equals the last evaluation of the run whose parameters it loaded."""
+    params = ckpt.restore_params(anograd_one_device)
+    source = {
+        "workdir": lambda: anograd_one_device,
+        "orbax": lambda: _save_orbax(params, tmp_path / "orbax_params"),
+        "msgpack": lambda: _save_msgpack(params, tmp_path / "params.msgpack"),
+    }[form]()
+    config = run_config(
+        tfds_dir,
+        "runlocal,method=base,model=rope_lm,extra_modules=examples.rope_lm",
+        **{
+            "data.tokenizer": sentencepiece,
+            "model.init_from": source,
+            "train.steps": 2,
+            "train.eval_every": 2,
+        },
+    )
+    train.train_and_evaluate(config, str(tmp_path / "continued"))
+    first = metrics_rows(str(tmp_path / "continued"))[0]
+    last = [r for r in metrics_rows(anograd_one_device) if "eval/target_bpb" in r][-1]
+    assert first["step"] == 0
+    for key in ("eval/generic_bpb", "eval/target_valid_bpb", "eval/target_bpb"):
+        assert first[key] == pytest.approx(last[key], rel=1e-5), key
+
+
+def _save_orbax(params, path):
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(path, params)
+    checkpointer.wait_until_finished()
+    return str(path)
+
+
+def _save_msgpack(params, path):
+    path.write_bytes(flax.serialization.to_bytes(params))
+    return str(path)

@@ -22,6 +22,7 @@ adaptive_data.data.train_tokenizer`` trains one offline.
 
 from __future__ import annotations
 
+import abc
 import pathlib
 
 import numpy as np
@@ -45,23 +46,24 @@ def to_bytes(text: str | bytes) -> bytes:
     return str(text).encode("utf-8", errors="replace")
 
 
-class Tokenizer:
+class Tokenizer(abc.ABC):
     """Text -> ids with BOS/EOS/PAD appended after the vocabulary; subclasses split text.
 
-    A subclass sets ``spec`` (its ``config.data.tokenizer`` value) and
-    ``num_text_ids`` (n) and implements ``split(data) -> (ids int32[m], byte_ends
-    int64[m])``, the ids of the UTF-8 bytes ``data`` and the end offset (in bytes of
-    ``data``, non-decreasing) of each token's span, and ``join(ids) -> str``.
+    A subclass sets ``spec`` (its ``config.data.tokenizer`` value) and ``num_text_ids``
+    (n), and implements ``split`` and ``join``.
     """
 
     spec: str
     num_text_ids: int
 
+    @abc.abstractmethod
     def split(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """``(ids int32[m], byte_ends int64[m])``: the token ids of the UTF-8 text ``data``
+        and the end offset of each token's span in bytes of ``data`` (non-decreasing)."""
 
+    @abc.abstractmethod
     def join(self, ids: np.ndarray) -> str:
-        raise NotImplementedError
+        """The text of token ids in ``[0, n)``."""
 
     @property
     def bos_id(self) -> int:
