@@ -155,10 +155,7 @@ def rules() -> tuple[Rule, ...]:
         ),
     ]
     for spec in MODELS.values():
-        out += [
-            dataclasses.replace(r, when=_and(r.when, _is_model(spec.name)), reads=r.reads)
-            for r in spec.rules
-        ]
+        out += [dataclasses.replace(r, when=_and(r.when, _is_model(spec.name))) for r in spec.rules]
     return tuple(out)
 
 
