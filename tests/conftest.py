@@ -108,6 +108,19 @@ def subword_tokenizers(tmp_path_factory):
     return specs
 
 
+@pytest.fixture(scope="module")
+def example_model_only_here():
+    """examples/rope_lm.py registers the model rope_lm when first imported (by a config's
+    extra_modules); after the module's tests the model registry is left as it was, so
+    other tests' rule and model lists do not see it."""
+    yield
+    from adaptive_data import models
+
+    if "rope_lm" in models.MODELS:
+        models.unregister("rope_lm")
+    sys.modules.pop("examples.rope_lm", None)
+
+
 @pytest.fixture
 def x64():
     """Runs a test with 64-bit JAX (the bilevel references are compared in float64)."""

@@ -28,7 +28,7 @@ from conftest import (
     run_config,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("example_model_only_here")]
 
 FLAGS = (
     "--config.train.steps=24",

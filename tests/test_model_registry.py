@@ -14,6 +14,8 @@ from adaptive_data.data import embedded_corpus, pipeline, tokenizer
 
 from conftest import load_default_config, tiny_config
 
+pytestmark = pytest.mark.usefixtures("example_model_only_here")
+
 ROPE_ARG = "model=rope_lm,extra_modules=examples.rope_lm,runlocal"
 DOMAINS = ("generic_a", "generic_b", "target")
 

@@ -51,6 +51,7 @@ def _specs_by_path(shardings):
     return {sharding.leaf_path(path): s.spec for path, s in leaves}
 
 
+@pytest.mark.usefixtures("example_model_only_here")
 def test_a_model_the_package_has_never_seen_is_sharded_by_shape_or_by_its_own_rule():
     """examples/rope_lm.py (parameter names the package does not know): without a rule every
     leaf of the train state follows the default rule by shape; with the entry's rule its
