@@ -6,7 +6,9 @@ state, step, RNG key, method state) and one item per data iterator (grain state)
 ``config.json`` is the resolved config the run was started with.
 
 Resume order: the latest checkpoint in ``workdir/checkpoints`` if any; else, for
-fine-tuning, the parameters of ``config.finetune.init_from``; else a fresh init.
+fine-tuning, the parameters of ``config.finetune.init_from``; else those of
+``config.model.init_from`` (continued pretraining from any parameters on disk, see
+``read_params``); else a fresh init.
 A workdir is only resumed with a config that matches it in every key that changes the
 result (model, method, data, optimiser, seeds, batch sizes); the keys in
 ``HARMLESS_KEYS`` (run length, logging, evaluation and checkpoint cadence) may change.
@@ -31,6 +33,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint._src import asyncio_utils
 
 from adaptive_data import faults
+from adaptive_data.sharding import leaf_path
 
 HARMLESS_KEYS = (
     "train.steps",
@@ -41,6 +44,7 @@ HARMLESS_KEYS = (
     "data.num_threads",
     "data.tfds_data_dir",
     "finetune.init_from",
+    "model.init_from",
     "log.",
 )
 
@@ -70,6 +74,8 @@ BACKWARD_DEFAULTS = {
     "mixing.batch": "separate",
     "dsir.features": "bytes",
     "dsir.word_buckets": 10_000,
+    "data.tokenizer": "bytes",
+    "model.name": "transformer",
 }
 _ABSENT = object()
 
@@ -334,13 +340,44 @@ def best_params_dir(workdir: str | pathlib.Path) -> pathlib.Path | None:
     return best if best.is_dir() and any(p.name.isdigit() for p in best.iterdir()) else None
 
 
-def restore_pretrained_params(path: str, abstract_params: Any, *, prefer_best: bool = False) -> Any:
-    """Parameters of the run in workdir ``path``, checked against the model's.
+# Files of an orbax checkpoint of one pytree (``ocp.StandardCheckpointer().save(path, p)``).
+_ORBAX_ITEM_FILES = ("_CHECKPOINT_METADATA", "_METADATA")
 
-    The latest checkpoint's, or with ``prefer_best`` the best by target_valid where the
-    run kept them (``workdir/best``: fine-tuning runs). ``abstract_params``: the
-    expected tree of shapes and dtypes (``jax.eval_shape``). Raises
-    ``ConfigMismatchError`` naming the workdir when the shapes differ.
+
+def read_params(path: str) -> Any:
+    """The parameter pytree stored at ``path``, in one of three forms:
+
+    - the workdir of a run of this package (or its ``checkpoints`` dir): its latest
+      checkpoint's parameters;
+    - a directory holding an orbax checkpoint of the parameters alone, as
+      ``orbax.checkpoint.StandardCheckpointer().save(path, params)`` writes it;
+    - a file of ``flax.serialization.to_bytes(params)`` (msgpack).
+
+    Raises FileNotFoundError (naming the three forms) when ``path`` is none of them.
+    """
+    location = pathlib.Path(path).expanduser().absolute()
+    if location.is_file():
+        import flax.serialization
+
+        return flax.serialization.msgpack_restore(location.read_bytes())
+    if checkpoint_steps(location):
+        return restore_params(str(location))
+    if any((location / name).exists() for name in _ORBAX_ITEM_FILES):
+        return ocp.StandardCheckpointer().restore(location)
+    raise FileNotFoundError(
+        f"No parameters at {str(location)!r}: give the workdir of a run, a directory "
+        "saved by orbax.checkpoint.StandardCheckpointer().save(path, params), or a file "
+        "of flax.serialization.to_bytes(params)."
+    )
+
+
+def restore_pretrained_params(path: str, abstract_params: Any, *, prefer_best: bool = False) -> Any:
+    """Parameters at ``path`` (``read_params``), checked against the model's.
+
+    For a run's workdir: the latest checkpoint's, or with ``prefer_best`` the best by
+    target_valid where the run kept them (``workdir/best``: fine-tuning runs).
+    ``abstract_params``: the expected tree of shapes and dtypes (``jax.eval_shape``).
+    Raises ``ConfigMismatchError`` naming ``path`` and the first leaf that differs.
     """
     best = best_params_dir(path) if prefer_best else None
     if best is not None:
@@ -351,15 +388,27 @@ def restore_pretrained_params(path: str, abstract_params: Any, *, prefer_best: b
         manager.close()
         params = restored["params"]
     else:
-        params = restore_params(path)
-    expected = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), abstract_params)
-    got = jax.tree.map(lambda x: (tuple(np.shape(x)), str(np.asarray(x).dtype)), params)
+        params = read_params(path)
+    expected = _leaf_layouts(abstract_params)
+    got = _leaf_layouts(params)
     if expected != got:
+        differing = sorted(set(expected.items()) ^ set(got.items()))[0][0]
         raise ConfigMismatchError(
             f"The parameters in {path!r} do not fit config.model (different sizes or "
-            "layers); use a run made with the same model config."
+            f"layers; first difference at {differing!r}: expected "
+            f"{expected.get(differing, 'no such leaf')}, found "
+            f"{got.get(differing, 'no such leaf')}); use parameters of the same model config "
+            "and tokenizer."
         )
     return params
+
+
+def _leaf_layouts(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``"/"``-joined path -> (shape, dtype) of every leaf."""
+    return {
+        leaf_path(path): (tuple(np.shape(x)), str(np.dtype(x.dtype)))
+        for path, x in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 class BestParams:

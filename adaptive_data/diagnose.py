@@ -66,7 +66,7 @@ from adaptive_data import checkpoint as ckpt
 from adaptive_data import run_setup, stats, validation
 from adaptive_data.core import alignment, derivatives, selection
 from adaptive_data.data import pipeline, sources
-from adaptive_data.models import transformer
+from adaptive_data.models import lm
 
 # The verdict must be available within this fraction of the training budget.
 BUDGET_FRACTION = 0.15
@@ -382,7 +382,7 @@ def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
         )
     corpus = sources.load_corpus(config.data)
     setup = run_setup.build(config, domains=corpus.domains, target_domain=corpus.target_domain)
-    loss_fn, tx = transformer.make_loss_fn(setup.model), setup.tx
+    loss_fn, tx = lm.make_loss_fn(setup.model), setup.tx
     abstract_params = jax.eval_shape(setup.init_state).params
     needs_stable_scores = learns_weights_online(setup)
     b = int(config.train.batch_size)
@@ -396,6 +396,7 @@ def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
                 corpus.splits[split],
                 domains=corpus.domains,
                 max_length=config.model.max_length,
+                tokenizer=setup.model.tokenizer,
                 global_batch_size=size,
                 seed=config.seed * 1000 + offset,
             )

@@ -1,4 +1,5 @@
-"""One setup path: the LM, its optimiser, the method and the initial ``TrainState`` of a config.
+"""One setup path: the tokenizer, the LM, its optimiser, the method and the initial
+``TrainState`` of a config.
 
 The driver (``train.py``), the benchmarks (``experiments/``) and the tests build a run the
 same way::
@@ -8,10 +9,12 @@ same way::
     abstract = setup.abstract_state()                    # shapes only (restore, FLOPs)
     step = methods.jit_train_step(setup.method)
 
-Keys: ``key(config.seed)`` is split into the LM's init key and the method's init key;
-``TrainState.rng`` is the key data of ``key(config.seed)``, so two builds of one config
-give bit-identical states. Loading what the method reads from other runs' workdirs
-(``Method.init_from``, ``Method.load_state``) is the driver's job, after a resume check.
+The LM is the registered model ``config.model.name`` (``adaptive_data.models``) over the
+vocabulary of ``config.data.tokenizer``. Keys: ``key(config.seed)`` is split into the LM's
+init key and the method's init key; ``TrainState.rng`` is the key data of
+``key(config.seed)``, so two builds of one config give bit-identical states. Loading what
+the method reads from other runs' workdirs (``Method.init_from``, ``Method.load_state``)
+is the driver's job, after a resume check.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from typing import Any
 import jax
 import optax
 
-from adaptive_data import methods, validation
+from adaptive_data import methods, models, validation
 from adaptive_data import train_state as ts
-from adaptive_data.models import transformer
+from adaptive_data.data import tokenizer as tokenizer_lib
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -37,7 +40,7 @@ class RunSetup:
     ``jax.jit(init_state, out_shardings=...)()`` builds it already sharded.
     """
 
-    model: transformer.TransformerLM
+    model: models.LanguageModel
     tx: optax.GradientTransformation
     method: methods.Method
     init_state: Callable[[], ts.TrainState]
@@ -57,17 +60,16 @@ def build(config, *, domains: Sequence[str], target_domain: str) -> RunSetup:
     Raises ``validation.ConfigError`` (every bad value at once) before building anything.
     """
     validation.validate_config(config)
-    model = transformer.from_config(config.model)
+    model = models.build(config.model, tokenizer_lib.load(config.data.tokenizer))
     tx = ts.make_optimizer(config.train)
     method = methods.build(
         config, model=model, tx=tx, domains=tuple(domains), target_domain=target_domain
     )
     seed = int(config.seed)
-    max_length = int(config.model.max_length)
 
     def init_state() -> ts.TrainState:
         init_key, method_key = jax.random.split(jax.random.key(seed))
-        params = transformer.init_params(model, init_key, max_length)
+        params = model.init_params(init_key)
         return ts.init_state(params, tx, seed, method.init_state(method_key, params))
 
     return RunSetup(model=model, tx=tx, method=method, init_state=init_state)

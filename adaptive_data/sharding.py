@@ -4,9 +4,11 @@ The mesh has axes ``("data", "fsdp")`` with ``fsdp = config.mesh.fsdp`` devices 
 parameter shard group (1: parameters replicated, plain data parallelism) and
 ``data = device_count / fsdp``. Batches are split over both axes (every device holds
 ``global_batch / device_count`` examples); parameters and optimiser/method state are
-replicated, or with FSDP split along their largest divisible dimension over ``fsdp``.
-Every state sharding is derived from ``jax.eval_shape`` of the state's init function,
-so the same code runs on 1 CPU, 8 simulated CPU devices, several processes and a pod.
+replicated, or with FSDP split along their largest divisible dimension over ``fsdp``: a
+rule by shape alone, so it fits any model; a model entry may override it leaf by leaf
+(``ModelSpec.partition``). Every state sharding is derived from ``jax.eval_shape`` of the
+state's init function, so the same code runs on 1 CPU, 8 simulated CPU devices, several
+processes and a pod.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def _leaf_spec(shape: tuple[int, ...], fsdp: int) -> P:
+    """The default rule: leaves of at least ``FSDP_MIN_SIZE`` elements split over "fsdp"
+    along their largest dimension divisible by ``fsdp``; everything else replicated."""
     if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < FSDP_MIN_SIZE:
         return P()
     for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
@@ -55,12 +59,35 @@ def _leaf_spec(shape: tuple[int, ...], fsdp: int) -> P:
     return P()
 
 
-def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
-    """Shardings of every leaf of a state pytree (from ``jax.eval_shape``)."""
+def leaf_path(path) -> str:
+    """The "/"-joined keys of a ``jax.tree_util`` key path, e.g. ``params/block_0/mlp/kernel``
+    (dict keys, attribute names and sequence indices alike)."""
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, partition=None) -> Any:
+    """Shardings of every leaf of a state pytree (from ``jax.eval_shape``).
+
+    ``partition(path, shape, fsdp) -> PartitionSpec | None`` (a model entry's
+    ``ModelSpec.partition``; ``path`` from ``leaf_path``) decides a leaf first; None (no
+    rule, or no answer for that leaf) falls back to the default rule by shape.
+    """
     fsdp = mesh.shape["fsdp"]
-    return jax.tree.map(
-        lambda x: NamedSharding(mesh, _leaf_spec(tuple(x.shape), fsdp)), abstract_state
-    )
+
+    def leaf_sharding(path, x):
+        shape = tuple(x.shape)
+        spec = None if partition is None else partition(leaf_path(path), shape, fsdp)
+        return NamedSharding(mesh, _leaf_spec(shape, fsdp) if spec is None else spec)
+
+    return jax.tree_util.tree_map_with_path(leaf_sharding, abstract_state)
 
 
 def check_divisible(value: int, key: str) -> None:

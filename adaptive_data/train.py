@@ -20,7 +20,7 @@ from adaptive_data import checkpoint as ckpt
 from adaptive_data import faults, methods, run_setup, sharding, validation, workdir_lock
 from adaptive_data import metrics as metrics_lib
 from adaptive_data.data import pipeline, sources
-from adaptive_data.models import transformer
+from adaptive_data.models import lm
 
 # Evaluation splits: metric name -> corpus split.
 EVAL_SPLITS = {"generic": "generic_valid", "target_valid": "target_valid", "target": "target_test"}
@@ -28,9 +28,10 @@ EVAL_SPLITS = {"generic": "generic_valid", "target_valid": "target_valid", "targ
 _STREAM_SEED_OFFSETS = {"generic": 1, "target": 2}
 
 
-def train_streams(corpus, method, config) -> dict[str, Any]:
+def train_streams(corpus, method, config, tokenizer) -> dict[str, Any]:
     """An iterator of host batches per input stream of ``method`` (``method.streams``:
-    stream -> (corpus split, global batch size)), each with its own shuffling seed; the
+    stream -> (corpus split, global batch size)) in examples of ``tokenizer`` (the run's
+    ``data.tokenizer``), each with its own shuffling seed; the
     batches of one step are one ``next`` of each. This process reads its share. A
     ``method.document_scorer`` is built here, once, and scores every document read."""
     score_document = (
@@ -42,6 +43,7 @@ def train_streams(corpus, method, config) -> dict[str, Any]:
                 corpus.splits[split],
                 domains=corpus.domains,
                 max_length=config.model.max_length,
+                tokenizer=tokenizer,
                 global_batch_size=batch_size,
                 seed=config.seed * 1000 + _STREAM_SEED_OFFSETS[name],
                 process_index=jax.process_index(),
@@ -57,8 +59,8 @@ def train_streams(corpus, method, config) -> dict[str, Any]:
 class _Evaluator:
     """Bits per byte of fixed, pre-placed batches of each evaluation split."""
 
-    def __init__(self, model, corpus, config, to_device):
-        self._eval_fn = jax.jit(transformer.make_eval_fn(model))
+    def __init__(self, model: lm.LanguageModel, corpus, config, to_device):
+        self._eval_fn = jax.jit(lm.make_eval_fn(model))
         self._sets = {
             name: [
                 to_device(sharding.process_rows(b))
@@ -66,6 +68,7 @@ class _Evaluator:
                     corpus.splits[split],
                     domains=corpus.domains,
                     max_length=config.model.max_length,
+                    tokenizer=model.tokenizer,
                     batch_size=config.eval.batch_size,
                     max_examples=config.eval.max_examples,
                 )
@@ -109,10 +112,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     mesh = sharding.make_mesh(config.mesh.fsdp)
     data_sharding = sharding.batch_sharding(mesh)
     logging.info(
-        "Data: %s; domains %s; target domain %s; method %s; mesh %s.",
+        "Data: %s; domains %s; target domain %s; tokenizer %s (vocabulary %d); model %s; "
+        "method %s; mesh %s.",
         corpus.description,
         corpus.domains,
         corpus.target_domain,
+        setup.model.tokenizer.spec,
+        setup.model.vocab_size,
+        setup.model.name,
         method.name,
         dict(mesh.shape),
     )
@@ -127,11 +134,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     def to_device(batch):
         return sharding.to_global(pipeline.device_view(batch), data_sharding)
 
-    iterators = train_streams(corpus, method, config)
+    iterators = train_streams(corpus, method, config, setup.model.tokenizer)
 
     # ------------------------------------------------------------------ state
     abstract_state = setup.abstract_state()
-    state_sharding = sharding.state_shardings(abstract_state, mesh)
+    state_sharding = sharding.state_shardings(abstract_state, mesh, setup.model.partition)
     resume_step, state = checkpointer.restore_latest_intact(
         jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -144,9 +151,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         logging.info("Resumed from the checkpoint of step %d in %s.", resume_step, workdir)
     else:
         state = setup.initial_state(state_sharding)
-        if method.init_from:
-            logging.info("Starting from the parameters of %s.", method.init_from)
-            params = ckpt.restore_pretrained_params(method.init_from, abstract_state.params)
+        # A method's own starting point (finetune.init_from) before the model's.
+        init_from = method.init_from or config.model.init_from
+        if init_from:
+            logging.info("Starting from the parameters of %s.", init_from)
+            params = ckpt.restore_pretrained_params(init_from, abstract_state.params)
             state = jax.device_put(
                 state.replace(params=jax.tree.map(jnp.asarray, params)), state_sharding
             )
@@ -158,6 +167,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                     split,
                     domains=corpus.domains,
                     max_length=config.model.max_length,
+                    tokenizer=setup.model.tokenizer,
                     batch_size=config.eval.batch_size,
                     max_examples=len(split),
                 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from adaptive_data import models
 from adaptive_data.config_rules import (
     Rule,
     boolean,
@@ -32,9 +33,9 @@ from adaptive_data.config_rules import (
     text,
 )
 from adaptive_data.core import selection
-from adaptive_data.data import embedded_corpus, sources
+from adaptive_data.data import embedded_corpus, sources, tokenizer
 from adaptive_data.methods import builders, registry
-from adaptive_data.models import transformer, weighting
+from adaptive_data.models import weighting
 
 
 class ConfigError(ValueError):
@@ -103,20 +104,12 @@ GENERIC_RULES: tuple[Rule, ...] = (
     ),
     Rule("data.target_domain", *text(optional=True)),
     Rule("data.num_threads", *integer(0, note=" (0: read in the calling thread)")),
-    # model
-    Rule("model.size", *one_of(tuple(transformer.SIZES))),
-    Rule("model.num_layers", *integer(1)),
-    Rule("model.width", *integer(1)),
-    Rule("model.mlp_dim", *integer(1)),
-    Rule("model.num_heads", *integer(1)),
-    Rule("model.max_length", *integer(1)),
-    Rule("model.dropout_rate", *number(0, 1, hi_open=True)),
-    Rule("model.dtype", *one_of(transformer.DTYPES)),
     Rule(
-        "model.width",
-        lambda v, config: int(v) % int(config.model.num_heads) == 0,
-        "a multiple of config.model.num_heads (each head gets width / num_heads)",
-        reads=("model.num_heads",),
+        "data.tokenizer",
+        lambda v, config: tokenizer.is_valid_spec(v),
+        "a tokenizer: "
+        + ", ".join(repr(f) for f in tokenizer.SPEC_FORMS)
+        + " (train a file with python -m adaptive_data.data.train_tokenizer)",
     ),
     # train
     Rule("train.steps", *integer(1)),
@@ -174,9 +167,11 @@ def _lookup(config, dotted: str):
 
 
 def rules() -> tuple[Rule, ...]:
-    """Every rule: ``GENERIC_RULES`` (the shared blocks) and the registry's (``config.method``
-    and each registered method's block and needed runs), as registered now."""
-    return GENERIC_RULES + registry.rules()
+    """Every rule: ``GENERIC_RULES`` (the shared blocks), the model registry's
+    (``config.model``: its name and the named entry's keys) and the method registry's
+    (``config.method`` and each registered method's block and needed runs), as
+    registered now."""
+    return GENERIC_RULES + models.rules() + registry.rules()
 
 
 def violations(config, rules_: Sequence[Rule] | None = None) -> list[str]:

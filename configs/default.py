@@ -9,13 +9,17 @@ Arguments after ``:`` (comma-separated) pick a variant:
     --config=configs/default.py:method=mixing,target=jargon
     --config=configs/default.py:method=finetune,init_from=/tmp/ad_base
     --config=configs/default.py:runlocal          # a tiny model, seconds on a laptop
+    --config=configs/default.py:model=rope_lm,extra_modules=examples.rope_lm  # your model
     --config=configs/default.py:sweep=anograd_grid   # for experiments/sweep.py
 
 Any field can be overridden with dotted flags, e.g. ``--config.train.steps=1000``.
 Methods: the names of ``adaptive_data.methods.METHODS`` (the README's method table); each
 method's own settings are the config block its registry entry declares (``config.<name>``,
 built here from ``MethodSpec.defaults``). A method of your own: ``extra_modules=my.module``
-(several: ``extra_modules=a.b+c.d``) imports it before ``method`` is checked. Target
+(several: ``extra_modules=a.b+c.d``) imports it before ``method`` is checked; a model of
+your own is registered the same way and chosen with ``model=NAME``, which builds
+``config.model`` from its entry (``adaptive_data.models.MODELS``); ``size`` picks the
+default Transformer's preset. Target
 tasks of the embedded corpus: python (the target domain is also in the pool at
 ``data.pool_target_share``), jargon (absent from the pool, related domains present),
 russian (unlike anything in the pool).
@@ -25,18 +29,14 @@ from __future__ import annotations
 
 import ml_collections
 
-from adaptive_data import config_args, methods
-from adaptive_data.models import transformer
-
-# Model sizes: "small" runs on a laptop CPU; "paper" is the paper's 12-layer byte LM.
-MODEL_SIZES = transformer.SIZES
-
+from adaptive_data import config_args, methods, models
 
 # The arguments after ``:`` of --config=configs/default.py:ARG, with their defaults
 # (``sweep`` is read by sweep() only, for experiments/sweep.py).
 # ``extra_modules`` is "+"-separated (the arguments themselves are comma-separated).
 ARG_DEFAULTS = dict(
     method="base",
+    model=models.DEFAULT,
     target="python",
     size="small",
     init_from="",
@@ -48,18 +48,21 @@ SWEEPS = ("methods", "anograd_grid")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Returns the config; ``arg`` is ``method=...,target=...,size=...,init_from=...,runlocal,
-    extra_modules=a.b+c.d`` (and ``sweep=NAME`` for experiments/sweep.py)."""
+    """Returns the config; ``arg`` is ``method=...,model=...,target=...,size=...,init_from=...,
+    runlocal,extra_modules=a.b+c.d`` (and ``sweep=NAME`` for experiments/sweep.py)."""
     arg = config_args.parse_arg(arg, **ARG_DEFAULTS)
     extra_modules = tuple(m for m in arg.extra_modules.split("+") if m)
-    methods.import_extra_modules(extra_modules)  # they register their methods
+    methods.import_extra_modules(extra_modules)  # they register their methods and models
     if arg.method not in methods.METHODS:
         raise ValueError(
             f"Unknown method={arg.method!r}; choose one of {sorted(methods.METHODS)} "
             "(a method of your own: name its module with extra_modules=...)."
         )
-    if arg.size not in MODEL_SIZES:
-        raise ValueError(f"Unknown size={arg.size!r}; choose one of {sorted(MODEL_SIZES)}.")
+    if arg.model not in models.MODELS:
+        raise ValueError(
+            f"Unknown model={arg.model!r}; choose one of {models.names()} (a model of your "
+            "own: name its module with extra_modules=...)."
+        )
     config = ml_collections.ConfigDict()
     # Training method: a name of adaptive_data.methods.METHODS.
     config.method = arg.method
@@ -103,16 +106,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.target_domain = ml_collections.config_dict.placeholder(str)
     # Grain reader threads per process.
     config.data.num_threads = 2
+    # Tokenizer: "bytes" (the paper's), "sentencepiece:PATH.model" or "hf:PATH.json" (a
+    # Hugging Face tokenizers file); its vocabulary sizes the LM and the weighting model.
+    config.data.tokenizer = "bytes"
 
-    config.model = ml_collections.ConfigDict()
-    # Size preset: tiny | small | paper (the fields below are filled from it).
-    config.model.size = "tiny" if arg.runlocal else arg.size
-    for key, value in MODEL_SIZES[config.model.size].items():
-        config.model[key] = value
-    # Dropout on embeddings, attention weights and residual branches.
-    config.model.dropout_rate = 0.1
-    # Activation dtype: float32 (CPU) or bfloat16 (GPU/TPU).
-    config.model.dtype = "float32"
+    # The LM: name (a registered model, adaptive_data.models.MODELS) and the entry's own
+    # block (for the default transformer: size preset, sizes, dropout, activation dtype);
+    # max_length is the number of tokens of every example.
+    config.model = models.config_block(arg.model, arg)
 
     config.train = ml_collections.ConfigDict()
     # Number of model (inner) updates.
@@ -153,7 +154,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.select.warmup_steps = 5 if arg.runlocal else 20
 
     config.weighting = ml_collections.ConfigDict()
-    # Byte-CNN weighting model w(x; phi): embedding width, conv widths, kernel, activation.
+    # Token-CNN weighting model w(x; phi): embedding width, conv widths, kernel, activation.
     config.weighting.embed_dim = 32
     config.weighting.conv_features = (64, 64)
     config.weighting.kernel_size = 5

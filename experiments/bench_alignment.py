@@ -35,9 +35,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from adaptive_data import methods  # noqa: E402
+from adaptive_data import methods, models  # noqa: E402
 from adaptive_data.core import alignment  # noqa: E402
-from adaptive_data.models import transformer, weighting  # noqa: E402
+from adaptive_data.data import tokenizer  # noqa: E402
+from adaptive_data.models import weighting  # noqa: E402
 
 ALIGN_METHODS = alignment.METHODS
 COLUMNS = [
@@ -186,10 +187,10 @@ def main(argv=None):
         f"b={b}, k={k}, B={big}; repeats {args.repeats} after {args.warmup} warm-up"
     )
 
-    model = transformer.from_config(m)
-    params = transformer.init_params(model, jax.random.key(args.seed), m.max_length)
+    model = models.build(m, tokenizer.BYTES)
+    params = model.init_params(jax.random.key(args.seed))
     print(f"LM parameters: {benchlib.param_count(params):,}")
-    loss_fn = transformer.make_loss_fn(model)  # deterministic, as the scorers use it
+    loss_fn = models.make_loss_fn(model)  # deterministic, as the scorers use it
     rng = np.random.default_rng(args.seed)
     big_batch = jax.device_put(benchlib.synthetic_batch(rng, big, m.max_length))
     target_batch = jax.device_put(
@@ -217,7 +218,7 @@ def main(argv=None):
     fwd_row["kind"] = "forward"
     rows.append(fwd_row)
     # The core of the base step: fwd+bwd over b with dropout (as the steps train).
-    train_loss = transformer.make_loss_fn(model, deterministic=False)
+    train_loss = models.make_loss_fn(model, deterministic=False)
     small_batch = jax.tree.map(lambda x: x[:b], big_batch)
     row, _ = bench_function(
         "fwd+bwd, dropout",
@@ -263,7 +264,7 @@ def main(argv=None):
                     row["note"] = f"max|a - a_jvp|/max|a_jvp| = {diff / scale:.1e}"
 
     # (c) weighting-model scoring of B.
-    wmodel = weighting.from_config(config.weighting)
+    wmodel = weighting.from_config(config.weighting, model.tokenizer)
     phi = weighting.init_weighting_params(
         jax.random.key(args.seed + 1), wmodel, jnp.zeros((1, m.max_length), jnp.int32)
     )

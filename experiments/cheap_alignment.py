@@ -91,6 +91,7 @@ def main(argv=None) -> int:
                 corpus.splits[split],
                 domains=corpus.domains,
                 max_length=config.model.max_length,
+                tokenizer=setup.model.tokenizer,
                 global_batch_size=size,
                 seed=1000 * args.seed + offset,
             )

@@ -83,7 +83,7 @@ def reference_log_weights(pool: list[str], target: list[str], workdir: pathlib.P
 def byte_log_weights(pool: list[str], target: list[str], max_length: int, num_buckets: int):
     def inputs(texts):
         return jnp.asarray(
-            np.stack([tokenizer.lm_example(t.encode(), max_length)["inputs"] for t in texts])
+            np.stack([tokenizer.BYTES.lm_example(t.encode(), max_length)["inputs"] for t in texts])
         )
 
     pool_BL = inputs(pool)

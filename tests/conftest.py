@@ -90,6 +90,43 @@ def tfds_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tfds"))
 
 
+# Subword vocabularies of the tests (before BOS/EOS/PAD): 512 ids, of which SentencePiece's
+# byte fallback takes 256 and byte-level BPE's alphabet 256.
+SUBWORD_VOCAB_SIZE = 512
+
+
+@pytest.fixture(scope="session")
+def subword_tokenizers(tmp_path_factory):
+    """``{"sentencepiece": spec, "hf": spec}``: ``config.data.tokenizer`` values of a
+    SentencePiece BPE and a byte-level BPE trained once per session on the embedded corpus
+    (100 documents of each domain, about a second each). Skips without the libraries."""
+    pytest.importorskip("sentencepiece")
+    pytest.importorskip("tokenizers")
+    from adaptive_data.data import train_tokenizer
+
+    directory = tmp_path_factory.mktemp("tokenizers")
+    specs = {}
+    for kind, file_name in (("sentencepiece", "sp.model"), ("hf", "bpe.json")):
+        trained = train_tokenizer.train(
+            kind, SUBWORD_VOCAB_SIZE, str(directory / file_name), max_documents=100
+        )
+        specs[kind] = trained.spec
+    return specs
+
+
+@pytest.fixture(scope="module")
+def example_model_only_here():
+    """examples/rope_lm.py registers the model rope_lm when first imported (by a config's
+    extra_modules); after the module's tests the model registry is left as it was, so
+    other tests' rule and model lists do not see it."""
+    yield
+    from adaptive_data import models
+
+    if "rope_lm" in models.MODELS:
+        models.unregister("rope_lm")
+    sys.modules.pop("examples.rope_lm", None)
+
+
 @pytest.fixture
 def x64():
     """Runs a test with 64-bit JAX (the bilevel references are compared in float64)."""

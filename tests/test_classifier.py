@@ -140,11 +140,13 @@ def test_jit_matches_eager():
 
 def test_weighting_cnn_logits():
     """The intended use: the weighting CNN (mode "logits") as the classifier."""
-    model = weighting.WeightingModel(embed_dim=8, conv_features=(8,), kernel_size=3)
+    model = weighting.WeightingModel(
+        vocab_size=259, pad_id=258, embed_dim=8, conv_features=(8,), kernel_size=3
+    )
     rng = np.random.default_rng(2)
     inputs_g = jnp.asarray(rng.integers(0, 256, size=(6, 10)), jnp.int32)
     inputs_t = jnp.asarray(rng.integers(0, 256, size=(2, 10)), jnp.int32)
-    inputs_t = inputs_t.at[:, 7:].set(weighting.WeightingModel.pad_id)
+    inputs_t = inputs_t.at[:, 7:].set(model.pad_id)
     params = weighting.init_weighting_params(jax.random.key(0), model, inputs_g)
 
     def logit_fn(p, batch):

@@ -204,7 +204,9 @@ def test_target_like_example_scores_higher():
     m, length = 1024, 48
 
     def encode(texts):
-        return jnp.stack([jnp.asarray(tokenizer.lm_example(t, length)["inputs"]) for t in texts])
+        return jnp.stack(
+            [jnp.asarray(tokenizer.BYTES.lm_example(t, length)["inputs"]) for t in texts]
+        )
 
     target = encode(["the cat sat on the mat", "a dog and the cat ran", "the sun is on the hill"])
     generic = encode(

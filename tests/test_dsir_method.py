@@ -70,7 +70,7 @@ def test_word_dsir_scores_each_example_by_its_whole_document(tmp_path):
     }
     split_texts = {name: [r["text"].decode() for r in rs] for name, rs in records.items()}
     by_id = {r["doc_id"]: r["text"].decode() for r in records["generic_train"]}
-    streams = train.train_streams(corpus, setup.method, config)
+    streams = train.train_streams(corpus, setup.method, config, setup.model.tokenizer)
     big = next(streams["generic"])
     expected = [
         _naive_log_weight(by_id[doc_id], split_texts["target_train"], split_texts["generic_train"])

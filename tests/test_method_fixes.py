@@ -94,7 +94,7 @@ def test_soba_moves_v_first_and_steps_phi_at_the_new_v(v_optimizer):
     grads, _, _ = _per_example_grads(loss_fn, state.params, generic)
     c = grads @ v1  # <grad l_i, v_1>, float64
 
-    wmodel = weighting.from_config(config.weighting)
+    wmodel = weighting.from_config(config.weighting, setup.model.tokenizer)
 
     def objective(phi):
         w = weighting.weighting_forward(wmodel, phi, generic["inputs"], mode="positive")

@@ -233,7 +233,7 @@ def test_classifier_trains_on_the_top_fraction_by_logit(method_batches):
     assert method.strategy == "top" and method.outer_batch == "big"
     batches = method_batches(method)
     state = setup.initial_state()
-    wmodel = weighting.from_config(config.weighting)
+    wmodel = weighting.from_config(config.weighting, setup.model.tokenizer)
     logits = weighting.weighting_forward(
         wmodel, state.method_state.phi, batches["generic"]["inputs"], mode="logits"
     )

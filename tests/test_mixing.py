@@ -48,7 +48,7 @@ def _first_step(config):
     the first step."""
     corpus = sources.load_corpus(config.data)
     setup = run_setup.build(config, domains=corpus.domains, target_domain=corpus.target_domain)
-    streams = train.train_streams(corpus, setup.method, config)
+    streams = train.train_streams(corpus, setup.method, config, setup.model.tokenizer)
     batches = {name: next(stream) for name, stream in streams.items()}
     state = setup.initial_state()
     device_batches = {name: pipeline.device_view(b) for name, b in batches.items()}
@@ -64,7 +64,7 @@ def test_a_mixed_batch_holds_the_configured_target_share(tmp_path, generic_weigh
     corpus = sources.load_corpus(config.data)
     setup = run_setup.build(config, domains=corpus.domains, target_domain=corpus.target_domain)
     target_docs = {r["doc_id"] for r in corpus.splits["target_train"]}
-    streams = train.train_streams(corpus, setup.method, config)
+    streams = train.train_streams(corpus, setup.method, config, setup.model.tokenizer)
     for _ in range(3):  # three steps' batches
         doc_ids = np.concatenate([next(stream)["doc_id"] for stream in streams.values()])
         assert doc_ids.shape == (16,)  # one batch of b, like base's

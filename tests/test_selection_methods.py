@@ -110,16 +110,16 @@ def test_reference_methods_load_the_parameters_of_their_workdirs(method, tfds_di
     import numpy as np
 
     from adaptive_data import checkpoint as ckpt
-    from adaptive_data import methods
+    from adaptive_data import methods, models
     from adaptive_data import train_state as ts
-    from adaptive_data.models import transformer
+    from adaptive_data.data import tokenizer
 
     config = run_config(tfds_dir, f"method={method},runlocal", **reference_runs)
-    model = transformer.from_config(config.model)
+    model = models.build(config.model, tokenizer.BYTES)
     built = methods.build(
         config, model=model, tx=ts.make_optimizer(config.train), domains=("a",), target_domain="a"
     )
-    params = transformer.init_params(model, jax.random.key(0), config.model.max_length)
+    params = model.init_params(jax.random.key(0))
     # The reference methods read their workdirs only, never the target_train stream.
     references = built.load_state(built.init_state(jax.random.key(1), params), target_train=None)
     generic = jax.tree.leaves(ckpt.restore_params(reference_runs["cds.generic_from"]))

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from adaptive_data import sharding
+from adaptive_data import run_setup, sharding
+
+from conftest import tiny_config
 
 
 def test_fsdp_shards_large_leaves_along_their_largest_divisible_dimension():
@@ -42,3 +44,45 @@ def test_to_global_and_to_host_round_trip():
     arrays = sharding.to_global(local, sharding.batch_sharding(mesh))
     np.testing.assert_array_equal(sharding.to_host(arrays)["x"], local["x"])
     assert sharding.process_rows(local)["x"].shape == (4, 2)
+
+
+def _specs_by_path(shardings):
+    leaves = jax.tree_util.tree_leaves_with_path(shardings)
+    return {sharding.leaf_path(path): s.spec for path, s in leaves}
+
+
+@pytest.mark.usefixtures("example_model_only_here")
+def test_a_model_the_package_has_never_seen_is_sharded_by_shape_or_by_its_own_rule():
+    """examples/rope_lm.py (parameter names the package does not know): without a rule every
+    leaf of the train state follows the default rule by shape; with the entry's rule its
+    MLP kernels (parameters and Adam moments alike) take the entry's layout."""
+    config = tiny_config(
+        "method=anograd,model=rope_lm,extra_modules=examples.rope_lm,runlocal",
+        **{"model.width": 64, "model.mlp_dim": 128, "model.num_heads": 4},
+    )
+    setup = run_setup.build(config, domains=("generic", "target"), target_domain="target")
+    abstract = setup.abstract_state()
+    shapes = {
+        sharding.leaf_path(p): tuple(x.shape)
+        for p, x in jax.tree_util.tree_leaves_with_path(abstract)
+    }
+    mesh = jax.sharding.AbstractMesh((2, 4), sharding.BATCH_AXES)
+    by_shape = _specs_by_path(sharding.state_shardings(abstract, mesh))
+    assert by_shape == {path: sharding._leaf_spec(shape, 4) for path, shape in shapes.items()}
+    # The untied head [D=64, V=259]: V is not divisible by 4, so it splits along D.
+    assert by_shape["params/head/kernel"] == P("fsdp", None)
+    with_rule = _specs_by_path(sharding.state_shardings(abstract, mesh, setup.model.partition))
+    mlp_in = [p for p in shapes if p.endswith(("wi_gate/kernel", "wi_up/kernel"))]
+    mlp_out = [p for p in shapes if p.endswith("wo/kernel")]
+    # Parameters, Adam's mu and nu: three of each kernel per block.
+    assert len(mlp_in) == 2 * 3 * config.model.num_layers
+    assert len(mlp_out) == 3 * config.model.num_layers
+    for path, spec in with_rule.items():
+        if path in mlp_in:
+            assert spec == P(None, "fsdp"), path
+        elif path in mlp_out:
+            assert spec == P("fsdp", None), path
+        else:
+            assert spec == by_shape[path], path
+    # The rule differs from the default here: the kernels are below FSDP_MIN_SIZE.
+    assert all(by_shape[p] == P() for p in mlp_in + mlp_out)

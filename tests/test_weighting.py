@@ -29,7 +29,12 @@ def _inputs():
 @functools.cache
 def _setup(activation="relu"):
     model = weighting.WeightingModel(
-        embed_dim=8, conv_features=(16, 12), kernel_size=3, activation=activation
+        vocab_size=259,
+        pad_id=PAD,
+        embed_dim=8,
+        conv_features=(16, 12),
+        kernel_size=3,
+        activation=activation,
     )
     params = weighting.init_weighting_params(jax.random.key(0), model, jnp.asarray(_inputs()))
     return model, params, jax.jit(model.apply)

@@ -1,1 +1,2 @@
-"""Data: embedded corpus, user data specs, byte tokenizer, Grain pipelines."""
+"""Data: embedded corpus, user data specs, tokenizers (bytes, SentencePiece, Hugging Face)
+and their offline trainer, Grain pipelines."""

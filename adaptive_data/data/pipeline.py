@@ -1,4 +1,4 @@
-"""Grain input pipelines: byte tokenisation, truncation to max_length, shuffling, batching.
+"""Grain input pipelines: tokenisation, truncation to max_length, shuffling, batching.
 
 Training streams are infinite, seeded and sharded by process: each process reads only
 its contiguous block of every global batch of one shuffled order (reshuffled every
@@ -10,7 +10,8 @@ A batch is a dict of numpy arrays with leading dimension = batch size:
 ``inputs``/``targets`` int32[B, L], ``mask`` float32[B, L], ``num_bytes`` int32[B],
 ``domain`` int32[B] (index into ``Corpus.domains``), ``doc_id`` (str[B], host only),
 and ``document_score`` float32[B] when a training stream is given a ``score_document``
-(``Method.document_scorer``).
+(``Method.document_scorer``). Examples are laid out by a ``data.tokenizer.Tokenizer``
+(``config.data.tokenizer``): BOS, the text's tokens, EOS, then PAD, whatever the tokenizer.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from adaptive_data.data import tokenizer
+from adaptive_data.data.tokenizer import Tokenizer
 
 HOST_ONLY_KEYS = ("doc_id",)
 
@@ -33,14 +34,16 @@ class _Encode(grain.transforms.Map):
         self,
         domains: tuple[str, ...],
         max_length: int,
+        tokenizer: Tokenizer,
         score_document: Callable[[Any], float] | None = None,
     ):
         self._domain_ids = {name: i for i, name in enumerate(domains)}
         self._max_length = max_length
+        self._tokenizer = tokenizer
         self._score_document = score_document
 
     def map(self, record):
-        example = tokenizer.lm_example(record["text"], self._max_length)
+        example = self._tokenizer.lm_example(record["text"], self._max_length)
         domain = record["domain"]
         if domain not in self._domain_ids:
             raise ValueError(
@@ -59,6 +62,7 @@ def train_stream(
     *,
     domains,
     max_length: int,
+    tokenizer: Tokenizer,
     global_batch_size: int,
     seed: int,
     process_index: int = 0,
@@ -80,14 +84,14 @@ def train_stream(
             f"number of processes {process_count}."
         )
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
-    ds = ds.map(_Encode(domains, max_length, score_document))
+    ds = ds.map(_Encode(domains, max_length, tokenizer, score_document))
     ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
     ds = ds[process_index::process_count]
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4))
 
 
 def eval_batches(
-    source, *, domains, max_length: int, batch_size: int, max_examples: int
+    source, *, domains, max_length: int, tokenizer: Tokenizer, batch_size: int, max_examples: int
 ) -> list[dict[str, np.ndarray]]:
     """The first ``max_examples`` documents of ``source`` as a list of full batches.
 
@@ -95,13 +99,13 @@ def eval_batches(
     nothing to summed losses. Deterministic: no shuffling.
     """
     n = min(len(source), max_examples)
-    encode = _Encode(domains, max_length)
+    encode = _Encode(domains, max_length, tokenizer)
     examples = [encode.map(source[i]) for i in range(n)]
     pad = (-n) % batch_size
     if pad:
         blank = {k: np.zeros_like(v) for k, v in examples[0].items()}
-        blank["inputs"] = np.full_like(examples[0]["inputs"], tokenizer.PAD_ID)
-        blank["targets"] = np.full_like(examples[0]["targets"], tokenizer.PAD_ID)
+        blank["inputs"] = np.full_like(examples[0]["inputs"], tokenizer.pad_id)
+        blank["targets"] = np.full_like(examples[0]["targets"], tokenizer.pad_id)
         blank["doc_id"] = np.asarray("", dtype=object)
         examples += [blank] * pad
     return [

@@ -127,7 +127,7 @@ def weighting_method(
     """
 
     def build(config, context: MethodContext) -> Method:
-        wmodel = weighting.from_config(config.weighting)
+        wmodel = weighting.from_config(config.weighting, context.model.tokenizer)
 
         def weight_fn(phi, batch):
             return weighting.weighting_forward(wmodel, phi, batch["inputs"], mode=weight_mode)

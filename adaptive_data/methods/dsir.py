@@ -91,7 +91,8 @@ def _build_words(config, context):
 def _build_bytes(config, context):
     d = config.dsir
     num_buckets, smoothing = int(d.num_buckets), float(d.smoothing)
-    outer = dsir.dsir(num_buckets, smoothing=smoothing)
+    pad_id = context.model.tokenizer.pad_id
+    outer = dsir.dsir(num_buckets, smoothing=smoothing, pad_id=pad_id)
 
     def init_state(key, params) -> OuterState:
         del key
@@ -100,12 +101,14 @@ def _build_bytes(config, context):
 
     def load_state(method_state: OuterState, target_train) -> OuterState:
         # p_t: every target_train example counted once, before training.
-        target_M = dsir.count_ngrams(target_train(), num_buckets)
+        target_M = dsir.count_ngrams(target_train(), num_buckets, pad_id=pad_id)
         return method_state._replace(phi=method_state.phi._replace(target_M=target_M))
 
     def score(params, method_state: OuterState, big, target, key):
         del params, target, key
-        return dsir.dsir_log_weights(method_state.phi, big["inputs"], smoothing=smoothing)
+        return dsir.dsir_log_weights(
+            method_state.phi, big["inputs"], smoothing=smoothing, pad_id=pad_id
+        )
 
     method = selecting_method(
         config,

@@ -41,7 +41,7 @@ SCORERS = ("none", "domain", "ngram", "weighting_model", "lm_forward", "lm_gradi
 class MethodContext:
     """What a constructor needs besides the config: the LM, its optimiser, the domains."""
 
-    model: Any  # transformer.TransformerLM
+    model: Any  # models.LanguageModel
     tx: optax.GradientTransformation
     num_domains: int
     target_domain_id: int | None

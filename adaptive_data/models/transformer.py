@@ -1,24 +1,28 @@
-"""Decoder-only byte-level Transformer LM (Flax Linen) and its per-example loss.
+"""Decoder-only byte-level Transformer LM (Flax Linen), the default model entry.
 
 Pre-LayerNorm blocks, causal multi-head self-attention, GELU MLP, learned positional
-embeddings, input/output embeddings shared (logits = h @ E^T), dropout. The loss every
-method builds on is ``loss_fn(params, batch) -> [B]``: the mean next-token negative
-log-likelihood (nats) over the non-padding target tokens of each example.
+embeddings, input/output embeddings shared (logits = h @ E^T), dropout. Registered as
+``transformer`` (``config.model.name``, the default), with the size presets of
+``config.model.size``. The loss every method builds on, ``make_loss_fn`` (re-exported
+from ``adaptive_data.models.lm``, where it is defined for any model entry), takes the
+built ``LanguageModel``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
+import ml_collections
 
-from adaptive_data.data import tokenizer
+from adaptive_data.config_rules import Rule, integer, number, one_of
+from adaptive_data.models import lm
+from adaptive_data.models.lm import make_loss_fn as make_loss_fn  # the methods' name for it
+from adaptive_data.models.registry import ModelSpec, register
 
-# Size presets of ``config.model.size`` (configs/default.py fills the model fields from
-# them): "tiny" for tests, "small" runs on a laptop CPU, "paper" is the paper's byte LM.
+# Size presets of ``config.model.size`` (``defaults`` fills the model fields from them):
+# "tiny" for tests, "small" runs on a laptop CPU, "paper" is the paper's byte LM.
 SIZES = {
     "tiny": dict(num_layers=2, width=64, mlp_dim=256, num_heads=4, max_length=64),
     "small": dict(num_layers=4, width=128, mlp_dim=512, num_heads=4, max_length=128),
@@ -30,9 +34,10 @@ DTYPES = ("float32", "bfloat16")
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
-    """Sizes of the LM. ``num_layers``=L, ``width``=D, ``mlp_dim``=F, ``num_heads``=H."""
+    """Sizes of the LM. ``vocab_size``=V (the tokenizer's), ``num_layers``, ``width``=D,
+    ``mlp_dim``=F, ``num_heads``=H."""
 
-    vocab_size: int = tokenizer.VOCAB_SIZE
+    vocab_size: int
     num_layers: int = 4
     width: int = 128
     mlp_dim: int = 512
@@ -71,14 +76,15 @@ class TransformerLM(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, inputs_BxL, *, deterministic: bool = True):
+    def __call__(self, inputs_BxL, *, train: bool = False):
         cfg = self.config
+        deterministic = not train
         dtype = jnp.dtype(cfg.dtype)
         length = inputs_BxL.shape[1]
         if length > cfg.max_length:
             raise ValueError(
                 f"Sequence length {length} exceeds model.max_length={cfg.max_length}; "
-                "raise config.model.max_length or lower config.data.max_length."
+                "raise config.model.max_length."
             )
         embed = nn.Embed(
             cfg.vocab_size,
@@ -100,10 +106,11 @@ class TransformerLM(nn.Module):
         return logits_BxLxV.astype(jnp.float32)
 
 
-def from_config(model_cfg) -> TransformerLM:
+def from_config(model_cfg, vocab_size: int) -> TransformerLM:
     """The LM of a ``config.model`` block (num_layers, width, mlp_dim, num_heads, ...)."""
     return TransformerLM(
         TransformerConfig(
+            vocab_size=vocab_size,
             num_layers=model_cfg.num_layers,
             width=model_cfg.width,
             mlp_dim=model_cfg.mlp_dim,
@@ -115,49 +122,45 @@ def from_config(model_cfg) -> TransformerLM:
     )
 
 
-def token_nll(logits_BxLxV, targets_BxL):
-    """Negative log-likelihood (nats) of each target token: float32[B, L]."""
-    log_probs = jax.nn.log_softmax(logits_BxLxV, axis=-1)
-    return -jnp.take_along_axis(log_probs, targets_BxL[..., None], axis=-1)[..., 0]
+def defaults(arg) -> ml_collections.ConfigDict:
+    """The block of ``config.model``: the sizes of preset ``arg.size`` ("tiny" when
+    ``arg.runlocal``), dropout and the activation dtype."""
+    size = "tiny" if arg.runlocal else arg.size
+    if size not in SIZES:
+        raise ValueError(f"Unknown size={size!r}; choose one of {sorted(SIZES)}.")
+    block = ml_collections.ConfigDict()
+    # Size preset: tiny | small | paper (the fields below are filled from it).
+    block.size = size
+    for key, value in SIZES[size].items():
+        block[key] = value
+    # Dropout on embeddings, attention weights and residual branches.
+    block.dropout_rate = 0.1
+    # Activation dtype: float32 (CPU) or bfloat16 (GPU/TPU).
+    block.dtype = "float32"
+    return block
 
 
-def make_loss_fn(model: TransformerLM, *, deterministic: bool = True) -> Callable:
-    """Returns ``loss_fn(params, batch, dropout_key=None) -> float32[B]``.
-
-    ``loss_i = sum_t mask_it * nll_it / max(1, sum_t mask_it)``: the mean next-token NLL
-    over the non-padding targets of example i (an all-padding example has loss 0).
-    ``batch`` needs ``inputs``, ``targets`` (int32[B, L]) and ``mask`` (float32[B, L]).
-    With ``deterministic=False`` dropout is on and ``dropout_key`` is required.
-    """
-
-    def loss_fn(params, batch, dropout_key=None):
-        rngs = None if deterministic else {"dropout": dropout_key}
-        logits = model.apply(
-            {"params": params}, batch["inputs"], deterministic=deterministic, rngs=rngs
-        )
-        nll_BxL = token_nll(logits, batch["targets"])
-        mask_BxL = batch["mask"]
-        return jnp.sum(nll_BxL * mask_BxL, axis=-1) / jnp.maximum(jnp.sum(mask_BxL, axis=-1), 1.0)
-
-    return loss_fn
-
-
-def make_eval_fn(model: TransformerLM) -> Callable:
-    """Returns ``eval_fn(params, batch) -> (sum_nll, num_bytes)`` summed over the batch.
-
-    Bits per byte over many batches is ``sum(sum_nll) / ln 2 / sum(num_bytes)``: the NLL
-    of every predicted token (bytes and EOS) per UTF-8 byte of text.
-    """
-
-    def eval_fn(params, batch):
-        logits = model.apply({"params": params}, batch["inputs"], deterministic=True)
-        nll_BxL = token_nll(logits, batch["targets"])
-        return jnp.sum(nll_BxL * batch["mask"]), jnp.sum(batch["num_bytes"])
-
-    return eval_fn
-
-
-def init_params(model: TransformerLM, key: jax.Array, max_length: int):
-    """Initial parameters for inputs of shape [1, max_length]."""
-    dummy = jnp.zeros((1, max_length), jnp.int32)
-    return model.init({"params": key}, dummy, deterministic=True)["params"]
+register(
+    ModelSpec(
+        "transformer",
+        lambda model_cfg, vocab_size: lm.linen_functions(from_config(model_cfg, vocab_size)),
+        "byte-level decoder-only Transformer of the paper: pre-LayerNorm, learned positions, "
+        "GELU MLP, tied embeddings",
+        defaults,
+        rules=(
+            Rule("model.size", *one_of(tuple(SIZES))),
+            Rule("model.num_layers", *integer(1)),
+            Rule("model.width", *integer(1)),
+            Rule("model.mlp_dim", *integer(1)),
+            Rule("model.num_heads", *integer(1)),
+            Rule("model.dropout_rate", *number(0, 1, hi_open=True)),
+            Rule("model.dtype", *one_of(DTYPES)),
+            Rule(
+                "model.width",
+                lambda v, config: int(v) % int(config.model.num_heads) == 0,
+                "a multiple of config.model.num_heads (each head gets width / num_heads)",
+                reads=("model.num_heads",),
+            ),
+        ),
+    )
+)

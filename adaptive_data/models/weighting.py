@@ -1,4 +1,4 @@
-"""The weighting model w(x; phi): a small byte CNN giving one logit per example.
+"""The weighting model w(x; phi): a small token CNN giving one logit per example.
 
 Which output each method uses (see `example_weights`):
 - ANOGRAD, SOBA, DDS (outer updates, docs/algorithms.md, "The weighting model"): mode
@@ -34,26 +34,26 @@ _SCALE_INIT = math.log(math.e - 1.0)
 
 
 class WeightingModel(nn.Module):
-    """Byte CNN: embed -> [conv1d -> activation] * n -> masked mean -> dense -> logit.
+    """Token CNN: embed -> [conv1d -> activation] * n -> masked mean -> dense -> logit.
 
     Attributes:
-      vocab_size: number of token ids (256 bytes + BOS, EOS, PAD by default).
+      vocab_size: number of token ids V (the tokenizer's: 259 for bytes).
+      pad_id: the padding token, masked out when no mask is given.
       embed_dim: embedding width E.
       conv_features: output widths of the 1-D convolutions, one per layer.
       kernel_size: convolution width (SAME padding).
       activation: "relu" or "gelu".
-      pad_id: the padding token, masked out when no mask is given.
 
     Params: the layers, plus a scalar "scale" (unconstrained; softplus(scale) is
     the weight scale of mode "positive", initialised to softplus(scale) = 1).
     """
 
-    vocab_size: int = 259
+    vocab_size: int
+    pad_id: int
     embed_dim: int = 64
     conv_features: Sequence[int] = (128, 128)
     kernel_size: int = 5
     activation: str = "relu"
-    pad_id: int = 258
 
     @nn.compact
     def __call__(self, inputs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -91,9 +91,12 @@ class WeightingModel(nn.Module):
         return nn.Dense(1, use_bias=False, name="logit")(pooled_BE)[:, 0]
 
 
-def from_config(weighting_cfg) -> WeightingModel:
-    """The weighting model of a ``config.weighting`` block."""
+def from_config(weighting_cfg, tokenizer) -> WeightingModel:
+    """The weighting model of a ``config.weighting`` block over the vocabulary of
+    ``tokenizer`` (an ``adaptive_data.data.tokenizer.Tokenizer``: V and the PAD id)."""
     return WeightingModel(
+        vocab_size=tokenizer.vocab_size,
+        pad_id=tokenizer.pad_id,
         embed_dim=weighting_cfg.embed_dim,
         conv_features=tuple(weighting_cfg.conv_features),
         kernel_size=weighting_cfg.kernel_size,

@@ -33,7 +33,7 @@ def synthetic_batch(
     Document lengths (bytes) are log-normal with median 0.6 * max_length (so about a
     fifth of the examples fill the window, the rest are padded; about 63% of the
     target positions are real tokens), clipped to
-    [1, 4 * max_length]; layout as ``tokenizer.lm_example`` (BOS, bytes, EOS, PAD).
+    [1, 4 * max_length]; layout as ``tokenizer.BYTES.lm_example`` (BOS, bytes, EOS, PAD).
     ``domain``: every example of this domain id; None: the synthetic pool (target with
     probability ``target_share``, else one of the generic domains).
     """
