@@ -255,3 +255,32 @@ def test_registry_and_config_rules_do_not_import_validation():
     modules = _modules()
     for name in ("adaptive_data.methods.registry", "adaptive_data.config_rules"):
         assert "adaptive_data.validation" not in _imports(modules[name], modules)
+
+
+def test_every_module_of_a_method_package_is_imported_without_a_list(tmp_path, monkeypatch):
+    """A new method module registers by being in the package: ``import_submodules``
+    imports the modules no import line names (the way adaptive_data.methods finds one)."""
+    from adaptive_data.methods import registry
+
+    package = tmp_path / "discovered_methods"
+    package.mkdir()
+    (package / "__init__.py").write_text("SEEN = []\n")
+    for name in ("zeta", "alpha"):
+        (package / f"{name}.py").write_text(
+            f"from discovered_methods import SEEN\nSEEN.append({name!r})\n"
+        )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import discovered_methods
+
+    imported = registry.import_submodules("discovered_methods", discovered_methods.__path__)
+    assert imported == ["discovered_methods.alpha", "discovered_methods.zeta"]
+    assert discovered_methods.SEEN == ["alpha", "zeta"]
+    registry.import_submodules("discovered_methods", discovered_methods.__path__)
+    assert discovered_methods.SEEN == ["alpha", "zeta"]  # imported once
+
+
+def test_each_method_module_of_the_package_registered_its_method():
+    package = REPO_ROOT / "adaptive_data" / "methods"
+    mechanics = {"__init__", "builders", "registry", "step", "types"}
+    modules = {p.stem for p in package.glob("*.py")} - mechanics
+    assert modules and modules <= set(methods.METHODS)

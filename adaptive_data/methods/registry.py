@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -266,6 +267,18 @@ def config_blocks(arg) -> dict[str, ml_collections.ConfigDict]:
     """``config_key -> defaults(arg)`` of every registered method with settings, for
     ``configs/default.py``."""
     return {spec.block: spec.defaults(arg) for spec in METHODS.values() if spec.defaults}
+
+
+def import_submodules(package_name: str, package_path: Iterable[str]) -> list[str]:
+    """Imports every module of a package (each method module registers its method; one
+    already imported is left as it is), in name order; returns their full names.
+
+    ``package_path``: the package's ``__path__``.
+    """
+    names_ = sorted(info.name for info in pkgutil.iter_modules(package_path))
+    for name in names_:
+        importlib.import_module(f"{package_name}.{name}")
+    return [f"{package_name}.{name}" for name in names_]
 
 
 def import_extra_modules(module_names: Iterable[str]) -> None:
