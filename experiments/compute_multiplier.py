@@ -53,6 +53,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -545,6 +546,28 @@ class Study:
         return rows
 
 
+# What a finished run leaves that the report reads (its checkpoints are not needed).
+ARCHIVED_FILES = ("config.json", "done.json", "metrics.jsonl")
+
+
+def archive(root: pathlib.Path, dest: pathlib.Path) -> int:
+    """Copies what the report reads of every finished run under ``root`` (and the
+    per-target recipes and the step FLOPs) to ``dest``, so ``--report_only --workdir
+    DEST`` rewrites the tables without the runs' checkpoints; returns the runs copied."""
+    copied = 0
+    for done in sorted(root.glob("*/*/done.json")):
+        run = done.parent
+        target_dir = dest / run.relative_to(root)
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for name in ARCHIVED_FILES:
+            shutil.copy2(run / name, target_dir / name)
+        copied += 1
+    for extra in [root / "flops.json", *root.glob("*/recipe.json")]:
+        (dest / extra.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(extra, dest / extra.relative_to(root))
+    return copied
+
+
 def write_csv(path: pathlib.Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """``rows`` as CSV, every key a column (in order of first appearance)."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -616,6 +639,12 @@ def main(argv=None) -> int:
         "--variants", default=None, help="comma-separated subset of the variants' names"
     )
     parser.add_argument("--report_only", action="store_true", help="tables from finished runs")
+    parser.add_argument(
+        "--archive",
+        default=None,
+        help="DIR: copy the finished runs' configs, metrics and done.json (no checkpoints) "
+        "there and stop; --report_only --workdir DIR reads them",
+    )
     parser.add_argument("--verbose", action="store_true", help="the driver's per-step logs")
     args = parser.parse_args(argv)
     args.command = "python experiments/compute_multiplier.py " + " ".join(
@@ -635,6 +664,10 @@ def main(argv=None) -> int:
     variants = [v for v in STUDY_METHODS if v.name in chosen]
     out = pathlib.Path(args.out or REPO_ROOT / "experiments" / "results" / "compute_multiplier")
     logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
+    if args.archive:
+        copied = archive(pathlib.Path(args.workdir), pathlib.Path(args.archive))
+        print(f"archived {copied} finished runs to {args.archive}")
+        return 0
     study = Study(preset, variants, args, args.workdir, out)
     if not args.report_only:
         study.run_all()

@@ -6,7 +6,10 @@
 #   experiments/compute_multiplier_grid.sh ROOT [TARGET...]   # default: russian computing manpages
 #
 # Logs: ROOT/logs/<target>.log. Tables: experiments/results/compute_multiplier/ (rewritten
-# after every finished target and seed; also `compute_multiplier.py --report_only`).
+# after every finished target and seed; also `compute_multiplier.py --report_only`). Before
+# a session ends, keep what has finished in the repository (no checkpoints):
+#   python experiments/compute_multiplier.py --preset scarce --workdir ROOT \
+#       --archive experiments/results/compute_multiplier/runs
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root="${1:?usage: $0 ROOT [TARGET...]}"

@@ -170,3 +170,24 @@ def test_results_csv_keeps_every_column_of_the_rows(tmp_path):
     compute_multiplier.write_csv(tmp_path / "r.csv", rows)
     lines = (tmp_path / "r.csv").read_text().splitlines()
     assert lines == ["target,method,multiplier_base,x", "t,m,1.5,", "t,,,2"]
+
+
+def test_archive_copies_what_the_report_reads_of_finished_runs_only(tmp_path):
+    root, dest = tmp_path / "runs", tmp_path / "archive"
+    finished, running = root / "t" / "base_x1_lr0.01_seed0", root / "t" / "dsir_lr0.01_seed0"
+    for run in (finished, running):
+        (run / "checkpoints" / "600").mkdir(parents=True)
+        for name in ("config.json", "metrics.jsonl"):
+            (run / name).write_text("{}")
+    (finished / "done.json").write_text("{}")
+    (root / "t" / "recipe.json").write_text("{}")
+    (root / "flops.json").write_text("{}")
+    assert compute_multiplier.archive(root, dest) == 1
+    copied = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert copied == [
+        "flops.json",
+        "t/base_x1_lr0.01_seed0/config.json",
+        "t/base_x1_lr0.01_seed0/done.json",
+        "t/base_x1_lr0.01_seed0/metrics.jsonl",
+        "t/recipe.json",
+    ]
