@@ -546,14 +546,16 @@ class Study:
         return rows
 
 
-# What a finished run leaves that the report reads (its checkpoints are not needed).
-ARCHIVED_FILES = ("config.json", "done.json", "metrics.jsonl")
+# What a finished run leaves that the report reads (its checkpoints are not needed), and
+# of its metrics the evaluation rows.
+ARCHIVED_FILES = ("config.json", "done.json")
 
 
 def archive(root: pathlib.Path, dest: pathlib.Path) -> int:
-    """Copies what the report reads of every finished run under ``root`` (and the
-    per-target recipes and the step FLOPs) to ``dest``, so ``--report_only --workdir
-    DEST`` rewrites the tables without the runs' checkpoints; returns the runs copied."""
+    """Copies what the report reads of every finished run under ``root`` (its config,
+    ``done.json`` and the evaluation rows of its metrics; the per-target recipes and the
+    step FLOPs) to ``dest``, so ``--report_only --workdir DEST`` rewrites the tables
+    without the runs' checkpoints; returns the runs copied."""
     copied = 0
     for done in sorted(root.glob("*/*/done.json")):
         run = done.parent
@@ -561,8 +563,11 @@ def archive(root: pathlib.Path, dest: pathlib.Path) -> int:
         target_dir.mkdir(parents=True, exist_ok=True)
         for name in ARCHIVED_FILES:
             shutil.copy2(run / name, target_dir / name)
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        evaluations = [line for line in lines if '"eval/' in line]
+        (target_dir / "metrics.jsonl").write_text("".join(f"{line}\n" for line in evaluations))
         copied += 1
-    for extra in [root / "flops.json", *root.glob("*/recipe.json")]:
+    for extra in [*root.glob("flops.json"), *root.glob("*/recipe.json")]:
         (dest / extra.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(extra, dest / extra.relative_to(root))
     return copied

@@ -177,8 +177,9 @@ def test_archive_copies_what_the_report_reads_of_finished_runs_only(tmp_path):
     finished, running = root / "t" / "base_x1_lr0.01_seed0", root / "t" / "dsir_lr0.01_seed0"
     for run in (finished, running):
         (run / "checkpoints" / "600").mkdir(parents=True)
-        for name in ("config.json", "metrics.jsonl"):
-            (run / name).write_text("{}")
+        (run / "config.json").write_text("{}")
+        rows = ['{"step": 1, "train/loss": 2.0}', '{"step": 2, "eval/x": 1}']
+        (run / "metrics.jsonl").write_text("\n".join(rows) + "\n")
     (finished / "done.json").write_text("{}")
     (root / "t" / "recipe.json").write_text("{}")
     (root / "flops.json").write_text("{}")
@@ -191,3 +192,5 @@ def test_archive_copies_what_the_report_reads_of_finished_runs_only(tmp_path):
         "t/base_x1_lr0.01_seed0/metrics.jsonl",
         "t/recipe.json",
     ]
+    evaluations = (dest / "t" / "base_x1_lr0.01_seed0" / "metrics.jsonl").read_text()
+    assert evaluations == '{"step": 2, "eval/x": 1}\n'
