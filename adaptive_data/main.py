@@ -113,6 +113,9 @@ def _enable_compilation_cache() -> None:
     """Points JAX's persistent cache at ``compilation_cache_dir`` before anything compiles."""
     path = compilation_cache_dir(_COMPILATION_CACHE.value)
     jax.config.update("jax_compilation_cache_dir", path)
+    # Every program, however fast it compiled: with JAX's default threshold (1 s) what is
+    # cached depends on the machine's load, and a rerun may compile again.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     if path:
         logging.info("Compiled programs are cached in %s (--compilation_cache_dir).", path)
 
