@@ -293,8 +293,17 @@ def _abstract_batch(n: int, length: int, document_score: bool) -> dict[str, jax.
     return batch
 
 
-def step_flops(config) -> dict[str, float]:
-    """XLA FLOPs of one train step in each phase: ``warmup`` and ``active``."""
+def _warmup_and_active(method) -> dict[str, dict[str, bool]]:
+    return {
+        "warmup": {"active": False, "outer_update": False},
+        "active": method.flags(max(method.selection_warmup_steps, 0)),
+    }
+
+
+def step_flops(config, phases=_warmup_and_active) -> dict[str, float]:
+    """XLA FLOPs of one train step of ``config``'s method in each of its phases:
+    ``phases(method) -> {name: static flags of the step}`` (default: ``warmup`` and
+    ``active``, the step after the selection warm-up)."""
     setup = run_setup.build(
         config, domains=("generic_a", "generic_b", "target"), target_domain="target"
     )
@@ -304,14 +313,10 @@ def step_flops(config) -> dict[str, float]:
         for s, (_, n) in method.streams.items()
     }
     step = methods.jit_train_step(method)
-    phases = {
-        "warmup": {"active": False, "outer_update": False},
-        "active": method.flags(max(method.selection_warmup_steps, 0)),
-    }
     state = setup.abstract_state()
     return {
         phase: benchlib.xla_flops(step.lower(state, batches, **flags).compile())
-        for phase, flags in phases.items()
+        for phase, flags in phases(method).items()
     }
 
 

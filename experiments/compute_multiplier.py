@@ -59,8 +59,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import benchlib  # noqa: F401  (puts the repository root on sys.path)
-import jax
-import jax.numpy as jnp
 from absl import logging
 from benchmark_grid import Grid, Job, best_eval, finetune_outcome, read_done, read_rows
 from benchmark_setup import (
@@ -71,9 +69,10 @@ from benchmark_setup import (
     Preset,
     finetune_config,
     run_config,
+    step_flops,
 )
 
-from adaptive_data import config_args, methods, run_setup, stats
+from adaptive_data import config_args, run_setup, stats
 
 # Half-decade ladders along which a tuned rate's grid is extended when the best rate is
 # at the edge of what was tried.
@@ -209,30 +208,13 @@ PHASE_FLAGS = {
 def step_flops_by_phase(config, phases: Sequence[str] | None = None) -> dict[str, float]:
     """XLA FLOPs of one train step of ``config``'s method in each of ``phases`` (names of
     ``PHASE_FLAGS``; default: each phase its schedule reaches in ``train.steps``)."""
-    setup = run_setup.build(
-        config, domains=("generic_a", "generic_b", "target"), target_domain="target"
-    )
-    method = setup.method
-    length = config.model.max_length
-    i32, f32, shape = jnp.int32, jnp.float32, jax.ShapeDtypeStruct
-    batches = {
-        s: {
-            "inputs": shape((n, length), i32),
-            "targets": shape((n, length), i32),
-            "mask": shape((n, length), f32),
-            "num_bytes": shape((n,), i32),
-            "domain": shape((n,), i32),
-        }
-        for s, (_, n) in method.streams.items()
-    }
-    step = methods.jit_train_step(method)
-    if phases is None:
-        phases = sorted({phase_of(method.flags(s)) for s in range(int(config.train.steps))})
-    state = setup.abstract_state()
-    return {
-        phase: benchlib.xla_flops(step.lower(state, batches, **PHASE_FLAGS[phase]).compile())
-        for phase in phases
-    }
+
+    def flags(method):
+        names = phases or sorted({phase_of(method.flags(s)) for s in range(method_steps)})
+        return {name: PHASE_FLAGS[name] for name in names}
+
+    method_steps = int(config.train.steps)
+    return step_flops(config, flags)
 
 
 def schedule_flops(config, per_phase: Mapping[str, float]) -> float:
@@ -262,6 +244,7 @@ class Study:
         # Kept with the runs, so one process per target can share them (writes merge).
         self.flops_file = self.root / "flops.json"
         self.flops = _read_json(self.flops_file)
+        self._base_flops: dict[str, float] = {}
         self.grid: Grid | None = None
 
     @property
@@ -313,9 +296,11 @@ class Study:
         return self.flops[name]
 
     def base_flops(self, target: str) -> float:
-        """Base's training FLOPs at the preset's steps (1x)."""
-        config = self.config(target, "base", 0, self.preset.steps, 1e-3)
-        return schedule_flops(config, self.phase_flops("base", config))
+        """Base's training FLOPs at the preset's steps (1x), computed once per target."""
+        if target not in self._base_flops:
+            config = self.config(target, "base", 0, self.preset.steps, 1e-3)
+            self._base_flops[target] = schedule_flops(config, self.phase_flops("base", config))
+        return self._base_flops[target]
 
     def frontier_steps(self, target: str, frontier: Frontier, budget: float) -> int:
         """The steps at which ``frontier``'s run spends ``budget`` x base's FLOPs."""

@@ -194,3 +194,9 @@ def test_archive_copies_what_the_report_reads_of_finished_runs_only(tmp_path):
     ]
     evaluations = (dest / "t" / "base_x1_lr0.01_seed0" / "metrics.jsonl").read_text()
     assert evaluations == '{"step": 2, "eval/x": 1}\n'
+
+
+def test_step_flops_compile_a_method_whose_batches_carry_a_document_score():
+    config = tiny_config("method=dsir,runlocal", **{"dsir.features": "words"})
+    flops = compute_multiplier.step_flops_by_phase(config, ("warmup", "select_outer"))
+    assert set(flops) == {"warmup", "select_outer"} and all(v > 0 for v in flops.values())
