@@ -1,49 +1,49 @@
-"""The when-does-selection-work test (docs/algorithms.md, "When does selection help").
+"""The preflight test: will selection help on this target, and will it pay for its compute?
 
-At an early checkpoint theta of a run (by default the latest at or before
-``BUDGET_FRACTION`` = 15% of ``train.steps``), with the model's own optimiser state, for
-several big generic batches B (``select.downsampling * b`` examples), each with two
-independent ``target_train`` batches T_score and T_step, one held-out ``target_valid``
-batch V and one held-out generic (pool ``validation``) batch G:
+docs/algorithms.md, "When does selection help", gives the derivation; in short. At an early
+checkpoint theta of a run (by default the latest at or before ``BUDGET_FRACTION`` = 15% of
+``train.steps``), for several big generic batches B (``select.downsampling * b`` examples),
+each with a ``target_train`` batch T_score, a held-out ``target_valid`` batch V and a
+held-out generic batch G:
 
 - the exact alignment filter scores B under the gradient of T_score,
   ``a_i = <grad l_i, g_score>``; g_sel is the mean gradient of its top b, g_rand that of a
   uniform b of B (its first b: the stream is shuffled);
-- (a) target-specific cosine gain
+- **cosine gain** (the test's one statistic)
   ``[cos(g_sel, g_V) - cos(g_rand, g_V)] - [cos(g_sel, g_G) - cos(g_rand, g_G)]``:
-  how much more the selected batch points along the held-out target gradient than a random
-  batch does, beyond what it gains along the pool's own held-out gradient. Selection on
-  T_score can beat a random batch on *any* held-out batch that shares the pool's mean
-  gradient (larger, better-aligned gradients); the second bracket removes that part, so
-  when the target is drawn from the pool's own distribution (V and G exchangeable) the
-  statistic has mean exactly 0;
-- (b) relative look-ahead gain: with ``U(g)`` the update the run's optimiser (AdamW from
-  the checkpoint's moments and step count, clipping included) makes from gradient g,
-  ``{[L_V(theta+U(g_rand)) - L_V(theta+U(g_sel))] - [L_G(theta+U(g_rand)) -
-  L_G(theta+U(g_sel))]} / [L_V(theta) - L_V(theta+U(g_step))]``: the target-specific
-  extra decrease of the held-out target loss from one selected step over a random one, as a
-  fraction of the decrease one step on target_train (T_step) brings. 1 means a selected
-  step is worth a target step, 0 that it is worth a random one. Reported as the ratio of
-  the batch means with a delta-method standard error.
+  how much more a selected batch points along the held-out target gradient than a random
+  batch does, beyond what it gains along the pool's held-out gradient (selection on any
+  batch favours large, well-aligned gradients, which the second bracket removes: when the
+  target is a sample of the pool's own distribution, V and G are exchangeable and the
+  statistic has mean 0). G is drawn from the pool's held-out documents *outside the
+  target's domain* when the documents carry domain labels, so that a target present in
+  the pool does not cancel its own signal (``generic_heldout`` in the report says which);
+- **speed-up** ``s = 1 + mean(cosine gain) / mean(cos(g_rand, g_V))`` (a ratio of means
+  with a delta-method standard error): to first order, the progress along the held-out
+  target gradient of one selected update over that of one random update, the generic part
+  removed. A method that spends ``c`` times base's FLOPs per update (``step_cost``) pays
+  for its compute when ``s > c``: its N updates are then worth more than the ``c * N``
+  updates base could make with the same FLOPs;
+- **score stability** (for methods that learn weights online): Spearman rank correlation
+  of the scores of B under g_score at theta and at theta advanced by ``STABILITY_FRACTION``
+  of ``train.steps`` plain training steps on the pool with the run's own optimiser (from
+  the checkpoint's moments and step count): weights learned from earlier scores transfer
+  only if the scores persist. It needs no second checkpoint.
 
-Both are scale-free (multiplying the loss by c > 0 scales every gradient by c, leaves the
-ranking and every cosine unchanged, and, Adam being invariant to the gradient's scale,
-scales numerator and denominator of (b) by c), and (b) is not a rescaling of (a): it
-goes through the optimiser's per-parameter preconditioning and the curvature of the loss.
+The target batches are disjoint documents by construction: T_score comes from
+``target_train`` and V from ``target_valid``; the stability scores B twice under the same
+T_score gradient at each parameter.
 
-- (c) score stability: Spearman rank correlation of the scores of B under g_score at theta
-  and at the checkpoint before it (the one after it if theta is the first and that one is
-  still within the budget).
+Verdicts, per method family (``MethodSpec.diagnosis``): ``helps_at_equal_steps`` when the
+cosine gain is clearly positive (mean above ``STANDARD_ERRORS`` standard errors) and, for
+``learned_weights`` methods, the stability is at least ``MIN_RANK_CORRELATION``;
+``pays_for_compute`` when it helps and ``s`` exceeds the family's validated method's FLOPs
+ratio to base (``COST_METHODS``). Beside each verdict the report carries the accuracy the
+pre-registered validation measured for it (``experiments/diagnose_validation_v2.py``,
+``adaptive_data/diagnose_accuracy.json``).
 
-Verdict: selection is expected to help when (a) and (b) are both clearly positive (mean
-above ``STANDARD_ERRORS`` standard errors) and, only for a method whose selection rests on
-a weighting state learned online from past scores (``Method.init_state`` returns a state:
-anograd, soba, dds, l2rw, classifier, domain_mixture, ...), (c) is at least
-``MIN_RANK_CORRELATION``: weights learned from earlier scores only transfer if the scores
-persist. A method that recomputes exact scores every step (align_filter) does not need (c).
-
-The statistics work with any per-example loss ``loss_fn(params, batch) -> float[n]``, any
-optax optimiser and batches given as pytrees of arrays (``make_batch_statistics``,
+The statistics work with any per-example loss ``loss_fn(params, batch) -> float[n]`` and
+batches given as pytrees of arrays (``make_batch_statistics``,
 ``batch_statistics_summary``), so they can be checked on problems with a known answer.
 """
 
@@ -52,7 +52,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -63,7 +63,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from adaptive_data import checkpoint as ckpt
-from adaptive_data import run_setup, stats, validation
+from adaptive_data import methods, run_setup, stats, step_cost, validation
 from adaptive_data.core import alignment, derivatives, selection
 from adaptive_data.data import pipeline, sources
 from adaptive_data.models import lm
@@ -73,73 +73,54 @@ BUDGET_FRACTION = 0.15
 # Thresholds of the verdict.
 STANDARD_ERRORS = 2.0
 MIN_RANK_CORRELATION = 0.5
+# Plain training steps between the two scorings of the stability, as a fraction of
+# train.steps (at least one).
+STABILITY_FRACTION = 0.05
+# The method of each family whose cost the pays-for-compute verdict uses: the one the
+# validation measured.
+COST_METHODS = {"exact_scores": "align_filter", "learned_weights": "anograd"}
+# The validation's measured accuracy of each verdict (written by
+# experiments/diagnose_validation_v2.py).
+ACCURACY_FILE = pathlib.Path(__file__).with_name("diagnose_accuracy.json")
 
 
-def make_batch_statistics(loss_fn, b: int, tx: optax.GradientTransformation):
+def _cosine(u, v):
+    return optax.tree.vdot(u, v) / (optax.tree.norm(u) * optax.tree.norm(v) + 1e-30)
+
+
+def make_batch_statistics(loss_fn, b: int):
     """Returns the jitted statistics of one big batch.
 
     Args:
       loss_fn: ``(params, batch) -> float[n]`` per-example losses.
       b: number of examples selected out of each big batch.
-      tx: the run's optimiser; its update from the checkpoint's state is the look-ahead.
 
     Returns:
-      ``stats(params, opt_state, big, target_score, target_step, heldout_target,
-      heldout_generic, previous_params=None) -> (values, scores)``. ``values``: scalars
-      ``cosine_gain`` (a) with its parts ``cosine_{target,generic}_{selected,random}``,
-      ``lookahead_gain`` (numerator of (b)) and ``target_step_gain`` (its denominator).
-      ``scores``: float[B] scores of ``big`` under g_score at ``params`` (``"current"``)
-      and, when ``previous_params`` is given, at ``previous_params`` (``"previous"``).
+      ``stats(params, big, target_score, heldout_target, heldout_generic,
+      later_params=None) -> (values, scores)``. ``values``: scalars ``cosine_gain`` with its
+      parts ``cosine_{target,generic}_{selected,random}``. ``scores``: float[B] scores of
+      ``big`` under g_score at ``params`` (``"current"``) and, when ``later_params`` is
+      given, at ``later_params`` (``"later"``).
     """
 
     def scores_under(params, big, target):
         g = derivatives.mean_loss_and_grad(loss_fn, params, target)[1]
         return alignment.per_example_alignment(loss_fn, params, big, g, method="jvp")
 
-    def mean_loss(params, batch):
-        return derivatives.mean_loss(loss_fn, params, batch)
-
     def gradient(params, batch):
         return derivatives.mean_loss_and_grad(loss_fn, params, batch)[1]
 
-    def cosine(u, v):
-        return optax.tree.vdot(u, v) / (optax.tree.norm(u) * optax.tree.norm(v) + 1e-30)
-
-    def stats_fn(
-        params,
-        opt_state,
-        big,
-        target_score,
-        target_step,
-        heldout_target,
-        heldout_generic,
-        previous_params=None,
-    ):
+    def stats_fn(params, big, target_score, heldout_target, heldout_generic, later_params=None):
         scores = scores_under(params, big, target_score)
         top, _ = selection.top_b(scores, b)
         g_sel = gradient(params, selection.gather(big, top))
         g_rand = gradient(params, selection.gather(big, jnp.arange(b)))
-        loss_v, g_v = derivatives.mean_loss_and_grad(loss_fn, params, heldout_target)
-        g_g = gradient(params, heldout_generic)
-
-        def stepped(g):
-            updates, _ = tx.update(g, opt_state, params)
-            return optax.apply_updates(params, updates)
-
-        after_sel, after_rand = stepped(g_sel), stepped(g_rand)
-        after_target = stepped(gradient(params, target_step))
+        g_v, g_g = gradient(params, heldout_target), gradient(params, heldout_generic)
         values = {
-            "cosine_target_selected": cosine(g_sel, g_v),
-            "cosine_target_random": cosine(g_rand, g_v),
-            "cosine_generic_selected": cosine(g_sel, g_g),
-            "cosine_generic_random": cosine(g_rand, g_g),
-            "lookahead_gain": (
-                mean_loss(after_rand, heldout_target)
-                - mean_loss(after_sel, heldout_target)
-                - mean_loss(after_rand, heldout_generic)
-                + mean_loss(after_sel, heldout_generic)
-            ),
-            "target_step_gain": loss_v - mean_loss(after_target, heldout_target),
+            "cosine_target_selected": _cosine(g_sel, g_v),
+            "cosine_target_random": _cosine(g_rand, g_v),
+            "cosine_generic_selected": _cosine(g_sel, g_g),
+            "cosine_generic_random": _cosine(g_rand, g_g),
         }
         values["cosine_gain"] = (
             values["cosine_target_selected"]
@@ -148,11 +129,25 @@ def make_batch_statistics(loss_fn, b: int, tx: optax.GradientTransformation):
             + values["cosine_generic_random"]
         )
         out_scores = {"current": scores}
-        if previous_params is not None:
-            out_scores["previous"] = scores_under(previous_params, big, target_score)
+        if later_params is not None:
+            out_scores["later"] = scores_under(later_params, big, target_score)
         return values, out_scores
 
     return jax.jit(stats_fn)
+
+
+def make_advance(loss_fn, tx: optax.GradientTransformation):
+    """``advance(params, opt_state, batch) -> (params, opt_state)``: one plain training step
+    (mean loss of ``batch``) with ``tx``, jitted; what base training does between two
+    scorings of the stability."""
+
+    @jax.jit
+    def advance(params, opt_state, batch):
+        g = derivatives.mean_loss_and_grad(loss_fn, params, batch)[1]
+        updates, opt_state = tx.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    return advance
 
 
 def _summary(values: Sequence[float]) -> dict[str, float]:
@@ -188,86 +183,122 @@ def ratio_of_means(numerator: Sequence[float], denominator: Sequence[float]) -> 
 
 
 def batch_statistics_summary(
-    stats_fn, params, opt_state, batches: Iterable[Sequence[Any]], previous_params=None
+    stats_fn, params, batches: Iterable[Sequence[Any]], later_params=None
 ) -> dict[str, dict[str, float]]:
     """Runs ``stats_fn`` (from ``make_batch_statistics``) over big batches and summarises.
 
     Args:
       stats_fn: the statistics of one big batch.
-      params, opt_state: theta and the optimiser state at which everything is measured.
-      batches: iterable of ``(big, target_score, target_step, heldout_target,
-        heldout_generic)``.
-      previous_params: a second checkpoint's parameters, for ``rank_corr_checkpoints``
+      params: theta, at which everything is measured.
+      batches: iterable of ``(big, target_score, heldout_target, heldout_generic)``.
+      later_params: theta advanced by plain training, for ``rank_corr_stability``
         (omitted from the results when None).
 
     Returns:
       ``{statistic: {"mean", "stderr", "min", "max"}}`` over the batches for every value of
-      ``stats_fn`` (and ``rank_corr_checkpoints``), plus ``relative_lookahead_gain``
-      (``ratio_of_means`` of ``lookahead_gain`` over ``target_step_gain``, with ``mean`` and
-      ``stderr``): the input of ``verdict``.
+      ``stats_fn`` (and ``rank_corr_stability``), plus ``speedup`` (``1 +
+      ratio_of_means(cosine_gain, cosine_target_random)``, ``mean`` and ``stderr``): the
+      input of ``verdicts``.
     """
     per_batch: dict[str, list[float]] = {}
     for batch in batches:
-        values, scores = stats_fn(params, opt_state, *batch, previous_params)
+        values, scores = stats_fn(params, *batch, later_params)
         values = {k: float(v) for k, v in values.items()}
-        if "previous" in scores:
-            values["rank_corr_checkpoints"] = stats.spearman(
-                np.asarray(scores["current"]), np.asarray(scores["previous"])
+        if "later" in scores:
+            values["rank_corr_stability"] = stats.spearman(
+                np.asarray(scores["current"]), np.asarray(scores["later"])
             )
         for k, v in values.items():
             per_batch.setdefault(k, []).append(v)
     if not per_batch:
         raise ValueError("batch_statistics_summary needs at least one big batch.")
     results = {k: _summary(v) for k, v in per_batch.items()}
-    results["relative_lookahead_gain"] = ratio_of_means(
-        per_batch["lookahead_gain"], per_batch["target_step_gain"]
-    )
+    relative = ratio_of_means(per_batch["cosine_gain"], per_batch["cosine_target_random"])
+    results["speedup"] = {"mean": 1.0 + relative["mean"], "stderr": relative["stderr"]}
     return results
 
 
-def verdict(results: dict[str, Any], *, needs_stable_scores: bool) -> tuple[bool, list[str]]:
-    """Whether selection should pay off, and the reasons (one line per criterion).
-
-    (a) ``cosine_gain`` and (b) ``relative_lookahead_gain`` must each have a mean above
-    ``STANDARD_ERRORS`` standard errors; with ``needs_stable_scores`` (a method that learns
-    its weights online), (c) ``rank_corr_checkpoints`` must also be computed and at least
-    ``MIN_RANK_CORRELATION``.
-    """
-    reasons, ok = [], True
-    for name, key in (
-        ("(a) cosine gain", "cosine_gain"),
-        ("(b) relative look-ahead gain", "relative_lookahead_gain"),
-    ):
-        s = results[key]
-        positive = bool(s["mean"] > STANDARD_ERRORS * s["stderr"])  # False when stderr is nan
-        ok &= positive
-        reasons.append(
-            f"{name}: {s['mean']:.4g} +- {s['stderr']:.3g} -> "
-            f"{'clearly positive' if positive else 'not clearly positive'}"
-        )
+def helps_at_equal_steps(
+    results: Mapping[str, Any], *, needs_stable_scores: bool
+) -> tuple[bool, list[str]]:
+    """Whether selection should beat base at equal steps, and why (one line per criterion):
+    the cosine gain's mean above ``STANDARD_ERRORS`` standard errors and, with
+    ``needs_stable_scores``, ``rank_corr_stability`` computed and at least
+    ``MIN_RANK_CORRELATION``."""
+    s = results["cosine_gain"]
+    ok = bool(s["mean"] > STANDARD_ERRORS * s["stderr"])  # False when stderr is nan
+    reasons = [
+        f"cosine gain {s['mean']:.4g} +- {s['stderr']:.3g}: "
+        f"{'clearly positive' if ok else 'not clearly positive'}"
+    ]
     if not needs_stable_scores:
-        reasons.append("(c) score stability: not required (scores are recomputed every step)")
-    elif "rank_corr_checkpoints" not in results:
+        reasons.append("score stability: not required (scores are recomputed every step)")
+    elif "rank_corr_stability" not in results:
         ok = False
-        reasons.append(
-            "(c) score stability: required (weights learned online) but not computed: keep a "
-            "second checkpoint within the budget"
-        )
+        reasons.append("score stability: required (weights learned online) but not measured")
     else:
-        rho = results["rank_corr_checkpoints"]["mean"]
+        rho = results["rank_corr_stability"]["mean"]
         stable = rho >= MIN_RANK_CORRELATION
         ok &= stable
         reasons.append(
-            f"(c) score stability: rank correlation {rho:.3f} -> "
+            f"score stability: rank correlation {rho:.3f} -> "
             f"{'stable' if stable else 'unstable'} (required: >= {MIN_RANK_CORRELATION})"
         )
     return bool(ok), reasons
 
 
-def choose_checkpoints(
-    steps: Sequence[int], train_steps: int, step: int | None = None
-) -> tuple[int, int | None, bool]:
-    """The checkpoint to diagnose, the one to compare its scores with, and the budget check.
+def pays_for_compute(
+    results: Mapping[str, Any], *, helps: bool, cost_ratio: float
+) -> tuple[bool, str]:
+    """Whether selection should beat base at equal FLOPs: it helps at equal steps and the
+    speed-up ``s`` exceeds the method's FLOPs per update over base's (``cost_ratio``)."""
+    s = results["speedup"]["mean"]
+    ok = bool(helps and s > cost_ratio)
+    return ok, (
+        f"speed-up {s:.3g} per update against {cost_ratio:.3g}x base's FLOPs per update: "
+        + ("pays" if ok else "does not pay" if helps else "does not pay (no gain to pay with)")
+    )
+
+
+def verdicts(
+    results: Mapping[str, Any], cost_ratios: Mapping[str, float]
+) -> dict[str, dict[str, Any]]:
+    """Both verdicts for each family of ``COST_METHODS``: ``{family: {"methods",
+    "cost_method", "cost_ratio", "helps_at_equal_steps", "pays_for_compute", "reasons",
+    "accuracy"}}``; ``cost_ratios``: ``{method: FLOPs ratio to base}`` of the cost methods;
+    ``accuracy``: the validation's measured accuracy of each verdict (None if absent)."""
+    accuracy = validated_accuracy()
+    out = {}
+    for family, cost_method in COST_METHODS.items():
+        helps, reasons = helps_at_equal_steps(
+            results, needs_stable_scores=family == "learned_weights"
+        )
+        pays, pay_reason = pays_for_compute(
+            results, helps=helps, cost_ratio=cost_ratios[cost_method]
+        )
+        out[family] = {
+            "methods": [n for n, spec in methods.METHODS.items() if spec.diagnosis == family],
+            "cost_method": cost_method,
+            "cost_ratio": cost_ratios[cost_method],
+            "helps_at_equal_steps": helps,
+            "pays_for_compute": pays,
+            "reasons": [*reasons, pay_reason],
+            "accuracy": accuracy.get(family),
+        }
+    return out
+
+
+def validated_accuracy() -> dict[str, Any]:
+    """``{family: {"equal_steps": {...}, "compute": {...}}}``: the pre-registered
+    validation's accuracy of each verdict next to "always yes" and the trivial rule
+    (``ACCURACY_FILE``; empty when the package carries none)."""
+    if not ACCURACY_FILE.exists():
+        return {}
+    return json.loads(ACCURACY_FILE.read_text())["families"]
+
+
+def choose_checkpoint(steps: Sequence[int], train_steps: int, step: int | None = None):
+    """The checkpoint to diagnose and whether it is within the budget.
 
     Args:
       steps: the available checkpoint steps (any order, non-empty).
@@ -276,8 +307,7 @@ def choose_checkpoints(
         at or before ``BUDGET_FRACTION * train_steps``.
 
     Returns:
-      ``(step, comparison_step, within_budget)``: comparison_step is the checkpoint just
-      before ``step``, else the one just after it if that is within the budget, else None.
+      ``(step, within_budget)``.
 
     Raises:
       ValueError: ``step`` is given and no checkpoint has it, or none is within the budget.
@@ -292,21 +322,12 @@ def choose_checkpoints(
                 f"train.steps={train_steps}); available steps: {steps}. Save one that early "
                 "(checkpoint.every, checkpoint.keep) or pass config.diagnose.step."
             )
-        chosen = early[-1]
-    elif step in steps:
-        chosen = step
-    else:
+        step = early[-1]
+    elif step not in steps:
         raise ValueError(
             f"config.diagnose.step={step} has no checkpoint; available steps: {steps}."
         )
-    i = steps.index(chosen)
-    if i > 0:
-        comparison = steps[i - 1]
-    elif i + 1 < len(steps) and steps[i + 1] <= max(budget, chosen):
-        comparison = steps[i + 1]
-    else:
-        comparison = None
-    return chosen, comparison, chosen <= budget
+    return step, step <= budget
 
 
 def restore_params_and_opt_state(workdir: pathlib.Path, step: int, opt_state_like):
@@ -332,31 +353,47 @@ def restore_params_and_opt_state(workdir: pathlib.Path, step: int, opt_state_lik
     return state["params"], jax.tree.unflatten(structure, saved_leaves)
 
 
-def learns_weights_online(setup: run_setup.RunSetup) -> bool:
-    """Whether the run's method keeps state (a weighting model, mixture weights, counts)
-    that it learns online from past scores: its verdict then needs stable scores across
-    checkpoints (``verdicts.learned_weights``); a method scoring afresh from the model at
-    every step (the exact filter) does not (``verdicts.exact_scores``)."""
-    return jax.eval_shape(setup.init_state).method_state is not None
+def generic_heldout(source, target_domain: str | None) -> tuple[Any, str]:
+    """The pool's held-out documents outside ``target_domain`` and a sentence saying what
+    they are: all of them when no document carries the target's domain label."""
+    if target_domain is None:
+        return source, "pool held-out documents (the target is drawn from the pool itself)"
+    keep = [i for i in range(len(source)) if source[i]["domain"] != target_domain]
+    if len(keep) == len(source):
+        return source, (
+            f"pool held-out documents; none is labelled {target_domain!r}, so target-like "
+            "documents in the pool cannot be excluded"
+        )
+    if not keep:
+        raise ValueError(
+            f"Every held-out pool document is labelled with the target's domain "
+            f"{target_domain!r}: the test needs pool documents from other domains."
+        )
+    subset = sources.Subset(source, keep, name=f"{source!r} without {target_domain!r}")
+    return subset, (
+        f"pool held-out documents outside the target's domain {target_domain!r} "
+        f"({len(keep)} of {len(source)})"
+    )
 
 
-def verdict_kind(setup: run_setup.RunSetup) -> str:
-    """The key of ``diagnose.json``'s ``verdicts`` that applies to the run's method."""
-    return "learned_weights" if learns_weights_online(setup) else "exact_scores"
+def cost_ratios(config) -> dict[str, float]:
+    """``{method: FLOPs ratio to base}`` of the ``COST_METHODS`` at ``config``'s model,
+    batch sizes and steps (``step_cost.cost_ratio``: compiles each train step once)."""
+    return {m: step_cost.cost_ratio(config, m) for m in COST_METHODS.values()}
 
 
-def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
+def diagnose(
+    config, workdir: str, *, num_batches: int = 8, costs: Mapping[str, float] | None = None
+) -> dict[str, Any]:
     """Computes the statistics at an early checkpoint; writes ``workdir/diagnose.json``.
 
-    The checkpoint is ``config.diagnose.step`` (default: ``choose_checkpoints``); a step
+    The checkpoint is ``config.diagnose.step`` (default: ``choose_checkpoint``); a step
     beyond ``BUDGET_FRACTION`` of ``train.steps`` is diagnosed with a warning and
-    ``within_budget: false``. The report holds ``checkpoint_step``,
-    ``comparison_checkpoint_step``, ``within_budget``, ``budget_fraction``, ``num_batches``,
-    ``big_batch``, ``b``, ``method``, ``needs_stable_scores`` (of ``config.method``),
-    ``statistics`` (``batch_statistics_summary``), ``selection_expected_to_help`` and
-    ``reasons`` (``verdict`` for ``config.method``), and ``verdicts``: both verdicts,
-    ``exact_scores`` (stability not required) and ``learned_weights`` (required), so a base
-    run's diagnosis answers for either kind of method.
+    ``within_budget: false``. ``costs``: ``{method: FLOPs ratio to base}`` of the
+    ``COST_METHODS`` (default: measured by ``cost_ratios``). The report holds
+    ``checkpoint_step``, ``within_budget``, ``budget_fraction``, ``num_batches``,
+    ``big_batch``, ``b``, ``stability_steps``, ``generic_heldout``, ``statistics``
+    (``batch_statistics_summary``) and ``verdicts`` (``verdicts``, one per family).
 
     Raises:
       adaptive_data.validation.ConfigError: the config has values out of range.
@@ -370,8 +407,9 @@ def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
             "(--mode=train) with the same --config and --workdir."
         )
     train_steps = int(config.train.steps)
-    requested = (config.get("diagnose") or {}).get("step")
-    step, comparison_step, within_budget = choose_checkpoints(steps, train_steps, requested)
+    step, within_budget = choose_checkpoint(
+        steps, train_steps, (config.get("diagnose") or {}).get("step")
+    )
     if not within_budget:
         logging.warning(
             "Diagnosing step %d, beyond %.0f%% of train.steps=%d: the verdict is meant to be "
@@ -383,17 +421,18 @@ def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
     corpus = sources.load_corpus(config.data)
     setup = run_setup.build(config, domains=corpus.domains, target_domain=corpus.target_domain)
     loss_fn, tx = lm.make_loss_fn(setup.model), setup.tx
-    abstract_params = jax.eval_shape(setup.init_state).params
-    needs_stable_scores = learns_weights_online(setup)
     b = int(config.train.batch_size)
     big_size = int(config.select.downsampling) * b
     target_size = int(config.train.target_batch_size)
-    stats_fn = make_batch_statistics(loss_fn, b, tx)
+    stability_steps = max(1, round(STABILITY_FRACTION * train_steps))
+    heldout_generic, heldout_generic_text = generic_heldout(
+        corpus.splits["generic_valid"], corpus.target_domain
+    )
 
-    def stream(split, size, offset):
+    def stream(source, size, offset):
         return iter(
             pipeline.train_stream(
-                corpus.splits[split],
+                source,
                 domains=corpus.domains,
                 max_length=config.model.max_length,
                 tokenizer=setup.model.tokenizer,
@@ -403,57 +442,71 @@ def diagnose(config, workdir: str, *, num_batches: int = 8) -> dict[str, Any]:
         )
 
     def batches():
-        generic = stream("generic_train", big_size, 11)
-        targets = stream("target_train", target_size, 12)
-        heldout_target = stream("target_valid", target_size, 13)
-        heldout_generic = stream("generic_valid", target_size, 14)
+        iterators = (
+            stream(corpus.splits["generic_train"], big_size, 11),
+            stream(corpus.splits["target_train"], target_size, 12),
+            stream(corpus.splits["target_valid"], target_size, 13),
+            stream(heldout_generic, target_size, 14),
+        )
         for _ in range(num_batches):
-            iterators = (generic, targets, targets, heldout_target, heldout_generic)
             yield tuple(pipeline.device_view(next(it)) for it in iterators)
 
+    abstract_params = jax.eval_shape(setup.init_state).params
     params, opt_state = restore_params_and_opt_state(
         workdir_path, step, jax.eval_shape(tx.init, abstract_params)
     )
-    previous = None
-    if comparison_step is not None:
-        previous = ckpt.restore_params(str(workdir_path), step=comparison_step)
-    results = batch_statistics_summary(stats_fn, params, opt_state, batches(), previous)
-    # Both verdicts: a base run is diagnosed on behalf of the selection methods to come.
-    verdicts = {
-        kind: verdict(results, needs_stable_scores=needs)
-        for kind, needs in (("exact_scores", False), ("learned_weights", True))
-    }
-    pays_off, reasons = verdicts["learned_weights" if needs_stable_scores else "exact_scores"]
+    advance = make_advance(loss_fn, tx)
+    later, later_opt_state = params, opt_state
+    plain = stream(corpus.splits["generic_train"], b, 15)
+    for _ in range(stability_steps):
+        later, later_opt_state = advance(later, later_opt_state, pipeline.device_view(next(plain)))
+    results = batch_statistics_summary(make_batch_statistics(loss_fn, b), params, batches(), later)
     report = {
         "checkpoint_step": step,
-        "comparison_checkpoint_step": comparison_step,
         "within_budget": within_budget,
         "budget_fraction": step / train_steps,
         "num_batches": num_batches,
         "big_batch": big_size,
         "b": b,
-        "method": str(config.method),
-        "needs_stable_scores": needs_stable_scores,
+        "stability_steps": stability_steps,
+        "generic_heldout": heldout_generic_text,
         "statistics": results,
-        "selection_expected_to_help": pays_off,
-        "reasons": reasons,
-        "verdicts": {
-            kind: {"expected_to_help": v[0], "reasons": v[1]} for kind, v in verdicts.items()
-        },
+        "verdicts": verdicts(results, costs if costs is not None else cost_ratios(config)),
     }
     if jax.process_index() == 0:
         (workdir_path / "diagnose.json").write_text(json.dumps(report, indent=2))
-    lines = [
-        f"{k:28s} mean {s['mean']:+.4g}  stderr {s['stderr']:.3g}"
-        for k, s in sorted(results.items())
-    ]
-    logging.info(
-        "Diagnosis at step %d of %d (checkpoints %s):\n%s\nVerdict: selection %s.\n%s",
-        step,
-        train_steps,
-        steps,
-        "\n".join(lines),
-        "is expected to help" if pays_off else "is not expected to help",
-        "\n".join(reasons),
-    )
+    logging.info("Diagnosis at step %d of %d:\n%s", step, train_steps, verdict_text(report))
     return report
+
+
+def _accuracy_text(accuracy: Mapping[str, Any] | None) -> str:
+    if not accuracy:
+        return "(not validated)"
+    return (
+        f"(validated: right on {accuracy['accuracy']:.0%} of {accuracy['tasks']} task-seeds; "
+        f"'always yes' {accuracy['always_yes']:.0%}, 'yes unless the target is drawn from "
+        f"the pool' {accuracy['trivial_rule']:.0%})"
+    )
+
+
+def verdict_text(report: Mapping[str, Any]) -> str:
+    """The verdicts of a ``diagnose.json`` report in words a user can act on."""
+    lines = [
+        f"{key:24s} mean {s['mean']:+.4g}  stderr {s['stderr']:.3g}"
+        for key, s in sorted(report["statistics"].items())
+    ]
+    for family, v in report["verdicts"].items():
+        accuracy = v.get("accuracy") or {}
+        methods_text = ", ".join(v["methods"])
+        lines += [
+            "",
+            f"{family} ({methods_text}):",
+            f"  Will it help at equal steps? {'yes' if v['helps_at_equal_steps'] else 'no'} "
+            + _accuracy_text(accuracy.get("equal_steps")),
+            f"  Will it pay for its compute at this model size ({v['cost_method']} costs "
+            f"{v['cost_ratio']:.2f}x base's FLOPs per update)? "
+            f"{'yes' if v['pays_for_compute'] else 'no'} "
+            + _accuracy_text(accuracy.get("compute")),
+            *(f"    {reason}" for reason in v["reasons"]),
+        ]
+    return "\n".join(lines)

@@ -31,9 +31,10 @@ _MODE = flags.DEFINE_enum(
     "mode",
     "train",
     ["train", "diagnose"],
-    "train: train and evaluate; diagnose: the when-does-selection-work test on an early "
-    "checkpoint of --workdir (config.diagnose.step; default the earliest at or after "
-    "config.select.warmup_steps); writes WORKDIR/diagnose.json.",
+    "train: train and evaluate; diagnose: the preflight test (will selection help at equal "
+    "steps, will it pay for its compute) on an early checkpoint of --workdir "
+    "(config.diagnose.step; default the latest within 15% of train.steps); writes "
+    "WORKDIR/diagnose.json.",
 )
 _DIAGNOSE_BATCHES = flags.DEFINE_integer(
     "diagnose_batches", 8, "Big batches averaged over by --mode=diagnose."

@@ -143,7 +143,10 @@ GENERIC_RULES: tuple[Rule, ...] = (
     Rule("outer.stop_after", *integer(1, optional=True, note=" (None: never stop)")),
     Rule("outer.batch_fraction", *number(0, 1, lo_open=True, optional=True)),
     # run
-    Rule("diagnose.step", *integer(0, optional=True, note=" (None: the earliest after warm-up)")),
+    Rule(
+        "diagnose.step",
+        *integer(0, optional=True, note=" (None: the latest within 15% of train.steps)"),
+    ),
     Rule("mesh.fsdp", *integer(1, note=" (and divide the number of devices)")),
     Rule("checkpoint.every", *integer(1)),
     Rule("checkpoint.keep", *integer(1)),

@@ -179,8 +179,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config[block] = defaults
 
     config.diagnose = ml_collections.ConfigDict()
-    # Checkpoint step of --mode=diagnose (None: the earliest at or after the selection
-    # warm-up).
+    # Checkpoint step of --mode=diagnose (None: the latest at or before 15% of
+    # train.steps).
     config.diagnose.step = ml_collections.config_dict.placeholder(int)
 
     config.mesh = ml_collections.ConfigDict()

@@ -79,11 +79,31 @@ from benchmark_setup import (
     Preset,
     finetune_config,
     grid_methods,
+    needs_reserved_shard,
     run_config,
+    shard_overrides,
     step_flops,
 )
 
 from adaptive_data import config_args, diagnose, methods
+
+# ----------------------------------------------------------------------------- FLOPs
+
+
+def flops_config(preset: Preset, root: pathlib.Path, method: str, args) -> Any:
+    """The config whose compiled train step stands for every run of ``method`` in the
+    preset's FLOPs: the first target's, seed 0, on the shard its runs read (``rest`` for a
+    method scoring with a reserved-shard model). Compiling reads no reference parameters,
+    so the reference paths are placeholders."""
+    config = run_config(preset, preset.targets[0], method, 0, args)
+    overrides = {"cds.generic_from": "-", "cds.target_from": "-", "rho.reference_from": "-"}
+    if needs_reserved_shard(method):
+        overrides |= shard_overrides("rest")
+    config = config_args.override(config, overrides)
+    if method == "finetune":
+        config = finetune_config(preset, root, config, preset.finetune_learning_rates[0], args)
+    return config
+
 
 # ----------------------------------------------------------------------------- pilot
 
@@ -250,16 +270,7 @@ def main(argv=None) -> int:
     flops = json.loads(flops_file.read_text()) if flops_file.exists() else {}
     for method in dict.fromkeys([*preset.methods, *BASELINES, "finetune"]):
         if method not in flops:
-            config = run_config(preset, preset.targets[0], method, 0, args)
-            # Compiling the step reads no reference parameters: any path will do.
-            config = config_args.override(
-                config, {"cds.generic_from": "-", "cds.target_from": "-", "rho.reference_from": "-"}
-            )
-            if method == "finetune":
-                config = finetune_config(
-                    preset, root, config, preset.finetune_learning_rates[0], args
-                )
-            flops[method] = step_flops(config)
+            flops[method] = step_flops(flops_config(preset, root, method, args))
             flops_file.write_text(json.dumps(flops, indent=2))
 
     full = Benchmark(preset, args, root, flops, preset.methods)

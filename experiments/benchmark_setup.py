@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import benchlib  # noqa: F401  (puts the repository root on sys.path)
-import jax
 
-from adaptive_data import config_args, diagnose, methods, run_setup
+from adaptive_data import config_args, diagnose, methods
+from adaptive_data.step_cost import step_flops  # noqa: F401 (the benchmark's FLOPs)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGETS = ("python", "jargon", "russian")
@@ -277,47 +277,6 @@ def reference_seed(seed: int, seeds: Sequence[int]) -> int:
 
 
 # ----------------------------------------------------------------------------- FLOPs
-
-
-def _abstract_batch(n: int, length: int, document_score: bool) -> dict[str, jax.ShapeDtypeStruct]:
-    i32, f32 = jax.numpy.int32, jax.numpy.float32
-    batch = {
-        "inputs": jax.ShapeDtypeStruct((n, length), i32),
-        "targets": jax.ShapeDtypeStruct((n, length), i32),
-        "mask": jax.ShapeDtypeStruct((n, length), f32),
-        "num_bytes": jax.ShapeDtypeStruct((n,), i32),
-        "domain": jax.ShapeDtypeStruct((n,), i32),
-    }
-    if document_score:  # Method.document_scorer: a host-side score per example
-        batch["document_score"] = jax.ShapeDtypeStruct((n,), f32)
-    return batch
-
-
-def _warmup_and_active(method) -> dict[str, dict[str, bool]]:
-    return {
-        "warmup": {"active": False, "outer_update": False},
-        "active": method.flags(max(method.selection_warmup_steps, 0)),
-    }
-
-
-def step_flops(config, phases=_warmup_and_active) -> dict[str, float]:
-    """XLA FLOPs of one train step of ``config``'s method in each of its phases:
-    ``phases(method) -> {name: static flags of the step}`` (default: ``warmup`` and
-    ``active``, the step after the selection warm-up)."""
-    setup = run_setup.build(
-        config, domains=("generic_a", "generic_b", "target"), target_domain="target"
-    )
-    method = setup.method
-    batches = {
-        s: _abstract_batch(n, config.model.max_length, method.document_scorer is not None)
-        for s, (_, n) in method.streams.items()
-    }
-    step = methods.jit_train_step(method)
-    state = setup.abstract_state()
-    return {
-        phase: benchlib.xla_flops(step.lower(state, batches, **flags).compile())
-        for phase, flags in phases(method).items()
-    }
 
 
 def run_flops(per_step: Mapping[str, float], steps: int, warmup: int) -> float:

@@ -223,3 +223,21 @@ def test_mixing_curve_is_reported_for_the_grid_run_and_for_the_long_run(tmp_path
     assert long["shape"] == "turned upward"
     assert (long["best_step"], long["last_step"]) == (200, 300)
     assert long["last_bpb"] - long["best_bpb"] == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("preset_name", ["quick", "scarce"])
+def test_every_flops_config_is_a_valid_run_config(preset_name, tmp_path):
+    """The FLOPs of a method are compiled from a config its own runs could use: rho's, on
+    the rest of a reserved shard, passes the validation that refuses rho without one."""
+    from adaptive_data import validation
+
+    preset = benchmark_setup.PRESETS[preset_name]
+    args = types.SimpleNamespace(tfds_data_dir=None)
+    for method in dict.fromkeys([*preset.methods, *benchmark_setup.BASELINES, "finetune"]):
+        config = benchmark.flops_config(preset, tmp_path, method, args)
+        validation.validate_config(config)
+    rho = benchmark.flops_config(preset, tmp_path, "rho", args)
+    assert (rho.data.generic_shard, rho.data.reserved_fraction) == (
+        "rest",
+        benchmark_setup.RESERVED_FRACTION,
+    )

@@ -15,6 +15,7 @@ maths of each method.
 from adaptive_data.methods import registry
 from adaptive_data.methods.builders import selecting_method, weighting_method
 from adaptive_data.methods.registry import (
+    DIAGNOSES,
     METHODS,
     SCORERS,
     MethodContext,
@@ -56,6 +57,7 @@ registry.import_submodules(__name__, __path__)
 __all__ = [
     "METHODS",
     "OUTER_BATCHES",
+    "DIAGNOSES",
     "SCORERS",
     "Method",
     "MethodContext",

@@ -53,6 +53,7 @@ SPEC = register(
         _build,
         "top b of B by exact alignment <grad l_i, g_s> (the oracle filter)",
         scorer="lm_gradient",
+        diagnosis="exact_scores",
         defaults=_defaults,
         rules=(
             Rule("align_filter.method", *one_of(alignment.METHODS)),

@@ -37,6 +37,7 @@ SPEC = register(
         weighting_method(_outer),
         "b sampled by a weighting CNN; phi maximises <g_w, g_s> / ||g_w||",
         scorer="weighting_model",
+        diagnosis="learned_weights",
         defaults=_defaults,
         rules=(
             Rule("anograd.normalization", *one_of(NORMALIZATIONS)),

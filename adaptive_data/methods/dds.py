@@ -34,6 +34,7 @@ SPEC = register(
         "b sampled by a weighting CNN; phi descends L_s after a virtual step "
         "theta - eta sum_i wbar_i grad l_i",
         scorer="weighting_model",
+        diagnosis="learned_weights",
         defaults=_defaults,
         rules=(
             Rule("dds.eta", *number(0, note=" (0: the eta -> 0 limit)")),

@@ -25,5 +25,6 @@ SPEC = register(
         "learning to reweight: b largest max(0, <grad l_i, g_s>), trained with "
         "those weights renormalised",
         scorer="lm_gradient",
+        diagnosis="exact_scores",
     )
 )

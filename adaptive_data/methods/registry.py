@@ -36,6 +36,12 @@ from adaptive_data.methods.types import Method
 
 # What scores the big batch (``MethodSpec.scorer``), from cheapest to dearest per example.
 SCORERS = ("none", "domain", "ngram", "weighting_model", "lm_forward", "lm_gradient")
+# Which verdict of the preflight test (``adaptive_data.diagnose``) speaks for a method
+# (``MethodSpec.diagnosis``): "exact_scores", selection by the exact gradient alignment
+# recomputed at every step; "learned_weights", selection by weights learned online from
+# past alignments, which also needs the alignments to persist; "" the test does not speak
+# for the method (its scores do not come from gradient alignment with the target).
+DIAGNOSES = ("", "exact_scores", "learned_weights")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +128,9 @@ class MethodSpec:
         independent_seed=True)}``): the key must be a non-empty path when
         ``config.method == name`` (a rule added by the registry), sweeps of independent
         runs leave the method out, and the benchmark makes the runs it declares.
+      diagnosis: which verdict of the preflight test speaks for the method, one of
+        ``DIAGNOSES`` ('' = none: the test measures gradient alignment with the target,
+        which the method's scores do not rest on).
     """
 
     name: str
@@ -132,6 +141,7 @@ class MethodSpec:
     config_key: str = ""
     rules: tuple[Rule, ...] = ()
     needs_runs: Mapping[str, NeededRun] = dataclasses.field(default_factory=dict)
+    diagnosis: str = ""
 
     @property
     def block(self) -> str:
@@ -176,6 +186,8 @@ def _check_spec(spec) -> None:
         problems.append("summary must be a non-empty one-line string")
     if spec.scorer not in SCORERS:
         problems.append(f"scorer={spec.scorer!r} must be one of {SCORERS}")
+    if spec.diagnosis not in DIAGNOSES:
+        problems.append(f"diagnosis={spec.diagnosis!r} must be one of {DIAGNOSES}")
     if spec.defaults is not None and not callable(spec.defaults):
         problems.append("defaults must be None or callable: defaults(arg) -> ConfigDict")
     key = spec.config_key

@@ -62,6 +62,7 @@ SPEC = register(
         weighting_method(_outer, lambda c: c.soba.outer_batch),
         "b sampled by a weighting CNN; phi follows the SOBA hypergradient, v ~ -H^-1 grad L_s",
         scorer="weighting_model",
+        diagnosis="learned_weights",
         defaults=_defaults,
         rules=(
             Rule("soba.outer_batch", *one_of(OUTER_BATCHES)),

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 
 from adaptive_data import methods, run_setup
+from adaptive_data.step_cost import xla_flops
 
 from .configs import param_count
 from .data import DOMAINS, TARGET_DOMAIN, method_batches
@@ -81,19 +82,6 @@ def check_fits(compiled: Compiled, what: str) -> None:
             f"{what}: XLA needs {need:,.0f} MiB > device limit {limit:,.0f} MiB "
             "(use a smaller big batch, or chunking)"
         )
-
-
-def xla_flops(compiled) -> float | None:
-    """FLOPs of one call as XLA's cost analysis counts them (None if unavailable)."""
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:
-        return None
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    if not cost or "flops" not in cost:
-        return None
-    return float(cost["flops"])
 
 
 @dataclasses.dataclass
