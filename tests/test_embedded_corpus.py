@@ -80,11 +80,13 @@ def test_manifest_matches_shipped_files():
 
 
 def test_tasks_are_data():
-    # One task per domain plus the negative control "pool" (target_domain None).
-    assert set(ec.TASKS) == set(ec.DOMAINS) | {"pool"}
+    # One task per domain plus the controls drawn from the pool (target_domain None).
+    controls = {"pool", "pool_b", "pool_c", "pool_code", "pool_reference", "pool_prose"}
+    assert set(ec.TASKS) == set(ec.DOMAINS) | controls | {"pool_computing", "pool_english"}
     for name, task in ec.TASKS.items():
         assert task.name == name
-        assert task.target_domain == (None if name == "pool" else name)
+        assert task.target_domain == (None if name.startswith("pool") else name)
+        assert set(task.control_domains) <= set(ec.DOMAINS)
         with pytest.raises(dataclasses.FrozenInstanceError):
             task.name = "other"
     assert ec.TASKS["python"].default_pool_target_share == 0.02
@@ -116,6 +118,41 @@ def test_negative_control_target_is_a_held_out_sample_of_the_pool():
         in_pool = sum(i.startswith(domain + "/") for i in ids["train"]) / len(ids["train"])
         assert abs(in_test - in_pool) < 0.05, domain
     assert ec.split_doc_ids("pool", pool_target_share=0.1, max_target_train=32) == ids
+
+
+def test_controls_with_another_salt_are_other_samples_of_the_pool():
+    targets = {
+        task: set(ec.split_doc_ids(task, max_target_train=32)["target_test"])
+        for task in ("pool", "pool_b", "pool_c")
+    }
+    # Independent uniform samples of 400 of ~78,000 documents share about 2 of them.
+    assert len(targets["pool"] & targets["pool_b"]) < 20
+    assert len(targets["pool_b"] & targets["pool_c"]) < 20
+
+
+@pytest.mark.parametrize("task", ["pool_code", "pool_computing"])
+def test_a_subset_control_samples_its_domains_at_their_pool_proportions(task):
+    """The target splits hold only the control's domains, in the proportions of the pool's
+    documents of those domains; the pool is every other document of the corpus."""
+    domains = ec.TASKS[task].control_domains
+    ids = ec.split_doc_ids(task, max_target_train=32)
+    sets = {split: set(doc_ids) for split, doc_ids in ids.items()}
+    for i, a in enumerate(ec.SPLITS):
+        for b in ec.SPLITS[i + 1 :]:
+            assert not sets[a] & sets[b], (a, b)
+    every_doc = sum(ec.manifest()["domains"][d]["num_docs"] for d in ec.DOMAINS)
+    assert sum(len(v) for v in sets.values()) == every_doc
+    target = ids["target_test"] + ids["target_valid"] + ids["target_train"]
+    assert all(doc_id.split("/")[0] in domains for doc_id in target)
+    pool = [i for i in ids["train"] if i.split("/")[0] in domains]
+    for domain in domains:
+        in_target = sum(i.startswith(domain + "/") for i in ids["target_test"]) / 400
+        in_pool = sum(i.startswith(domain + "/") for i in pool) / len(pool)
+        assert abs(in_target - in_pool) < 0.07, domain
+    info = ec.task_info(task, max_target_train=32)
+    shares = info["pool_domain_byte_shares"]
+    assert info["actual_pool_target_share"] == pytest.approx(sum(shares[d] for d in domains))
+    assert 0 < info["actual_pool_target_share"] < 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,9 +316,12 @@ def test_runtime_configs(tmp_path):
     # One registered config per task, at its default pool share: python's 0.02, the other
     # domains absent from the pool, and the negative control 'pool'.
     others = ("computing", "dictionary", "fortunes", "jargon", "manpages", "russian", "wordnet")
+    controls = ("pool", "pool_b", "pool_c", "pool_code", "pool_computing", "pool_english")
     assert set(registered) == {
         "python-share0.02-tt1000",
-        "pool-share0-tt1000",
+        "pool_prose-share0-tt1000",
+        "pool_reference-share0-tt1000",
+        *(f"{control}-share0-tt1000" for control in controls),
         *(f"{domain}-share0-tt1000" for domain in others),
     }
     assert ec.make_config("python") is registered["python-share0.02-tt1000"]

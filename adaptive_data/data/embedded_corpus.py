@@ -85,16 +85,20 @@ SHARE_RELATIVE_TOLERANCE = 0.05
 class Task:
     """A target task: which domain is the target and how its splits are sized.
 
-    ``target_domain=None`` makes a negative control: the target splits are a held-out sample
-    of the pool's own mixture of all domains, so no selection of pool documents can fit the
-    target better than a uniform draw. ``pool_target_share`` has no effect there (the pool is
-    already entirely drawn from the target's distribution).
+    ``target_domain=None`` makes a control drawn from the pool itself: the target splits are
+    a held-out sample of the documents of ``control_domains`` (empty: every domain), in a
+    hash order salted by the task's name, and the pool is every document not taken for
+    them. With every domain the target is the pool's own mixture, so no selection of pool
+    documents can fit it better than a uniform draw (a negative control); with some domains
+    it is a part of the pool mixed at the pool's document proportions. ``pool_target_share``
+    has no effect on a control (its domains are already in the pool).
     """
 
     name: str
     target_domain: str | None
     description: str
     default_pool_target_share: float
+    control_domains: tuple[str, ...] = ()
     num_target_valid: int = 400
     num_target_test: int = 400
     validation_fraction: float = 0.02
@@ -182,6 +186,39 @@ TASKS: dict[str, Task] = {
         ),
         default_pool_target_share=0.0,
     ),
+    **{
+        name: Task(
+            name=name,
+            target_domain=None,
+            description=(
+                "Negative control: another held-out sample (its own hash salt) of the pool's "
+                "own mixture of all eight domains. pool_target_share has no effect."
+            ),
+            default_pool_target_share=0.0,
+        )
+        for name in ("pool_b", "pool_c")
+    },
+    **{
+        f"pool_{name}": Task(
+            name=f"pool_{name}",
+            target_domain=None,
+            description=(
+                f"Control drawn from the pool: the target is a held-out sample of the "
+                f"{', '.join(domains)} documents mixed at their pool proportions; the pool "
+                "holds every document of every domain not taken for the target splits. "
+                "pool_target_share has no effect."
+            ),
+            default_pool_target_share=0.0,
+            control_domains=domains,
+        )
+        for name, domains in (
+            ("code", ("manpages", "python")),
+            ("reference", ("dictionary", "wordnet")),
+            ("prose", ("fortunes", "russian")),
+            ("computing", ("computing", "jargon", "manpages")),
+            ("english", ("dictionary", "fortunes", "wordnet")),
+        )
+    },
 }
 
 
@@ -286,8 +323,8 @@ def _plan(task: str, share: float, max_target_train: int) -> dict[str, tuple[_Do
         return _unit("validation", doc_id) < spec.validation_fraction
 
     # Target documents in a fixed hash order: test, then valid, then train, then the rest
-    # (pool candidates). A negative control (target None) draws them from every domain.
-    target_domains = DOMAINS if target is None else (target,)
+    # (pool candidates). A control (target None) draws them from its control domains.
+    target_domains = (spec.control_domains or DOMAINS) if target is None else (target,)
     target_docs = sorted(
         (_Doc(i, domain, t, n) for domain in target_domains for i, t, n in corpus[domain]),
         key=lambda d: _digest(f"target/{target or spec.name}", d.doc_id),
@@ -304,10 +341,17 @@ def _plan(task: str, share: float, max_target_train: int) -> dict[str, tuple[_Do
     splits["target_train"] = target_docs[n_test + n_valid : end_train]
     candidates = target_docs[end_train:]
 
-    # Generic pool: every other domain (for a negative control: every document not taken for
-    # the target splits), split into train / validation by hash.
+    # Generic pool: every other domain (for a control: every document not taken for the
+    # target splits), split into train / validation by hash.
     if target is None:
-        generic, candidates = candidates, []
+        taken = {d.doc_id for d in target_docs[:end_train]}
+        generic = [
+            _Doc(doc_id, domain, text, nbytes)
+            for domain in DOMAINS
+            for doc_id, text, nbytes in corpus[domain]
+            if doc_id not in taken
+        ]
+        candidates = []
     else:
         generic = [
             _Doc(doc_id, domain, text, nbytes)
@@ -388,8 +432,11 @@ def task_info(
         by_domain[doc.domain] += doc.nbytes
         docs_by_domain[doc.domain] += 1
     shares = {d: (b / train_bytes if train_bytes else 0.0) for d, b in by_domain.items()}
-    # A negative control's pool is drawn entirely from the target's distribution.
-    target_share = 1.0 if spec.target_domain is None else shares[spec.target_domain]
+    # A control's target is drawn from its domains of the pool (all: the whole pool).
+    if spec.target_domain is None:
+        target_share = sum(shares[d] for d in spec.control_domains or DOMAINS)
+    else:
+        target_share = shares[spec.target_domain]
     return {
         "task": spec.name,
         "target_domain": spec.target_domain,
