@@ -40,6 +40,10 @@ seed ``s`` gives every method the same parameter init and generic / target strea
    its compute is ``compute_multiplier.py``'s question, against annealed frontiers.
 4. **Statistics.** Every comparison is a paired difference over seeds with a 95% Student
    t interval (``adaptive_data.stats``): "better", "worse" or "not distinguishable".
+5. **Preflight test.** ``--mode=diagnose`` on base seed 0 (``adaptive_data.diagnose``,
+   the FLOPs ratios of its cost methods measured at the preset's sizes): per method
+   family, will selection help at equal steps and will it pay for its compute; each
+   target's section opens with its verdicts, to read against the tables.
 
 Everything is resumable: a finished run (``done.json`` in its workdir) is skipped, a
 killed one resumes from its last checkpoint; rerun the same command. Progress lines give

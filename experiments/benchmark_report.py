@@ -217,18 +217,50 @@ def _curve_summary(curve: Mapping[str, Any]) -> str:
     return f"{curve['shape']} (best at step {curve['best_step']} of {curve['last_step']}{rise})"
 
 
+def _yes_no(answer: bool) -> str:
+    return "**yes**" if answer else "**no**"
+
+
+def preflight_lines(report: Mapping[str, Any]) -> list[str]:
+    """The preflight test of the base run (``WORKDIR/diagnose.json``, see
+    ``adaptive_data.diagnose``) in markdown: its statistics on one line, then one line per
+    method family answering both questions (helps at equal steps; pays for its compute
+    against the family's FLOPs ratio to base). A report of the first version of the test
+    (no ``stability_steps``: before its redesign) is named, not rendered."""
+    step = report["checkpoint_step"]
+    if "stability_steps" not in report:
+        return [
+            f"Preflight test (base run, step {step}): a report of the first version of the "
+            "test, since redesigned (v2, validated in "
+            "experiments/results/diagnose_validation_v2/); rerun --mode=diagnose for its "
+            "verdicts."
+        ]
+    gain, speedup = report["statistics"]["cosine_gain"], report["statistics"]["speedup"]
+    parts = [
+        f"cosine gain {gain['mean']:+.3g} ± {gain['stderr']:.2g}",
+        f"speed-up {speedup['mean']:.3g} ± {speedup['stderr']:.2g}",
+    ]
+    if "rank_corr_stability" in report["statistics"]:
+        stability = report["statistics"]["rank_corr_stability"]["mean"]
+        parts.append(f"score stability (Spearman) {stability:.2f}")
+    budget = "" if report["within_budget"] else ", beyond the budget"
+    lines = [f"Preflight test (base run, step {step}{budget}): " + ", ".join(parts) + "."]
+    for family, verdict in report["verdicts"].items():
+        lines.append(
+            f"- {family} ({', '.join(verdict['methods'])}): helps at equal steps "
+            f"{_yes_no(verdict['helps_at_equal_steps'])}; pays for its compute "
+            f"({verdict['cost_method']} {verdict['cost_ratio']:.2f}x base's FLOPs) "
+            f"{_yes_no(verdict['pays_for_compute'])}"
+        )
+    return lines
+
+
 def target_report(target: str, rows, method_order: Sequence[str], extras) -> list[str]:
     """The markdown section of one target: notes, the two tables, verdict lists."""
     methods_here = [m for m in method_order if any(r["method"] == m for r in rows)]
     lines = [f"## Target `{target}`", ""]
-    verdict = extras.get("diagnose")
-    if verdict:
-        lines += [
-            f"Diagnose (base run, step {verdict['checkpoint_step']}): selection "
-            f"**{'is' if verdict['selection_expected_to_help'] else 'is not'}** "
-            "expected to help — " + "; ".join(verdict["reasons"]),
-            "",
-        ]
+    if extras.get("diagnose"):
+        lines += [*preflight_lines(extras["diagnose"]), ""]
     lr = extras.get("finetune_lr")
     if lr:
         grid = ", ".join(f"{k}: {v:.4f}" for k, v in lr["grid"].items())

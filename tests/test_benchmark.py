@@ -241,3 +241,49 @@ def test_every_flops_config_is_a_valid_run_config(preset_name, tmp_path):
         "rest",
         benchmark_setup.RESERVED_FRACTION,
     )
+
+
+def _verdict(methods, cost_method, cost_ratio, helps, pays):
+    return {
+        "methods": methods,
+        "cost_method": cost_method,
+        "cost_ratio": cost_ratio,
+        "helps_at_equal_steps": helps,
+        "pays_for_compute": pays,
+    }
+
+
+def test_each_target_section_opens_with_both_preflight_verdicts_per_family():
+    report = {
+        "checkpoint_step": 50,
+        "within_budget": False,
+        "stability_steps": 30,
+        "statistics": {
+            "cosine_gain": {"mean": 0.0812, "stderr": 0.0123},
+            "speedup": {"mean": 2.46, "stderr": 0.31},
+            "rank_corr_stability": {"mean": 0.734, "stderr": 0.02},
+        },
+        "verdicts": {
+            "exact_scores": _verdict(["align_filter", "l2rw"], "align_filter", 5.04, True, False),
+            "learned_weights": _verdict(["anograd", "soba", "dds"], "anograd", 1.8, True, True),
+        },
+    }
+    lines = benchmark_report.target_report("python", [], [], {"diagnose": report})
+    assert lines[2:6] == [
+        "Preflight test (base run, step 50, beyond the budget): cosine gain +0.0812 ± 0.012, "
+        "speed-up 2.46 ± 0.31, score stability (Spearman) 0.73.",
+        "- exact_scores (align_filter, l2rw): helps at equal steps **yes**; pays for its "
+        "compute (align_filter 5.04x base's FLOPs) **no**",
+        "- learned_weights (anograd, soba, dds): helps at equal steps **yes**; pays for its "
+        "compute (anograd 1.80x base's FLOPs) **yes**",
+        "",
+    ]
+
+
+def test_a_first_version_preflight_report_is_named_not_rendered():
+    """The committed results of the first preflight test (no stability_steps) still
+    regenerate their tables (--report_from)."""
+    old = {"checkpoint_step": 100, "statistics": {}, "verdicts": {"exact_scores": {}}}
+    line = benchmark_report.target_report("python", [], [], {"diagnose": old})[2]
+    assert line.startswith("Preflight test (base run, step 100): a report of the first version")
+    assert "experiments/results/diagnose_validation_v2/" in line

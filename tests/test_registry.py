@@ -61,6 +61,10 @@ def test_register_refuses_a_duplicate_name():
         ({"needs_runs": {"workdir": methods.NeededRun("a run")}}, "needs_runs must map dotted"),
         ({"needs_runs": {"x.workdir": "a run"}}, "needs_runs must map dotted"),
         ({"defaults": {"a": 1}}, "defaults must be None or callable"),
+        (
+            {"diagnosis": "bogus"},
+            r"diagnosis='bogus' must be one of \('', 'exact_scores', 'learned_weights'\)",
+        ),
     ],
 )
 def test_register_refuses_a_malformed_spec_and_says_what_is_wrong(fields, message):
@@ -71,6 +75,19 @@ def test_register_refuses_a_malformed_spec_and_says_what_is_wrong(fields, messag
     assert "tiny_test_method" not in methods.METHODS
     with pytest.raises(TypeError, match="takes an adaptive_data.methods.MethodSpec"):
         methods.register({"name": "x"})
+
+
+def test_the_preflight_verdict_of_each_built_in_method():
+    """The exact-score filters share one verdict, the methods learning weights online
+    another; the rest rest on no gradient alignment with the target, so the test says
+    nothing about them."""
+    families = {}
+    for name, spec in methods.METHODS.items():
+        families.setdefault(spec.diagnosis, set()).add(name)
+    assert methods.DIAGNOSES == ("", "exact_scores", "learned_weights")
+    assert families["exact_scores"] == {"align_filter", "l2rw"}
+    assert families["learned_weights"] == {"anograd", "soba", "dds"}
+    assert {"base", "mixing", "finetune", "classifier", "dsir", "cds", "rho"} <= families[""]
 
 
 def test_needs_other_runs_is_exactly_the_methods_with_workdir_keys():
