@@ -37,10 +37,10 @@ T_score gradient at each parameter.
 Verdicts, per method family (``MethodSpec.diagnosis``): ``helps_at_equal_steps`` when the
 cosine gain is clearly positive (mean above ``STANDARD_ERRORS`` standard errors) and, for
 ``learned_weights`` methods, the stability is at least ``MIN_RANK_CORRELATION``;
-``pays_for_compute`` when it helps and ``s`` exceeds the family's validated method's FLOPs
-ratio to base (``COST_METHODS``). Beside each verdict the report carries the accuracy the
-pre-registered validation measured for it (``experiments/diagnose_validation_v2.py``,
-``adaptive_data/diagnose_accuracy.json``).
+``pays_for_compute`` when it helps and ``s`` exceeds the FLOPs ratio to base of the
+family's validated method (``cost_methods``: the family's first in the registry). Beside
+each verdict the report carries the accuracy the pre-registered validation measured for
+it (``experiments/diagnose_validation_v2.py``, ``adaptive_data/diagnose_accuracy.json``).
 
 The statistics work with any per-example loss ``loss_fn(params, batch) -> float[n]`` and
 batches given as pytrees of arrays (``make_batch_statistics``,
@@ -76,12 +76,20 @@ MIN_RANK_CORRELATION = 0.5
 # Plain training steps between the two scorings of the stability, as a fraction of
 # train.steps (at least one).
 STABILITY_FRACTION = 0.05
-# The method of each family whose cost the pays-for-compute verdict uses: the one the
-# validation measured.
-COST_METHODS = {"exact_scores": "align_filter", "learned_weights": "anograd"}
 # The validation's measured accuracy of each verdict (written by
 # experiments/diagnose_validation_v2.py).
 ACCURACY_FILE = pathlib.Path(__file__).with_name("diagnose_accuracy.json")
+
+
+def cost_methods() -> dict[str, str]:
+    """``{family: method}``: the method whose FLOPs the pays-for-compute verdict of each
+    family (``MethodSpec.diagnosis``) compares the speed-up with, the family's first in
+    the registry (the one the validation measured: align_filter, anograd)."""
+    out: dict[str, str] = {}
+    for name, spec in methods.METHODS.items():
+        if spec.diagnosis:
+            out.setdefault(spec.diagnosis, name)
+    return out
 
 
 def _cosine(u, v):
@@ -263,13 +271,13 @@ def pays_for_compute(
 def verdicts(
     results: Mapping[str, Any], cost_ratios: Mapping[str, float]
 ) -> dict[str, dict[str, Any]]:
-    """Both verdicts for each family of ``COST_METHODS``: ``{family: {"methods",
+    """Both verdicts for each family of ``cost_methods()``: ``{family: {"methods",
     "cost_method", "cost_ratio", "helps_at_equal_steps", "pays_for_compute", "reasons",
     "accuracy"}}``; ``cost_ratios``: ``{method: FLOPs ratio to base}`` of the cost methods;
     ``accuracy``: the validation's measured accuracy of each verdict (None if absent)."""
     accuracy = validated_accuracy()
     out = {}
-    for family, cost_method in COST_METHODS.items():
+    for family, cost_method in cost_methods().items():
         helps, reasons = helps_at_equal_steps(
             results, needs_stable_scores=family == "learned_weights"
         )
@@ -377,9 +385,9 @@ def generic_heldout(source, target_domain: str | None) -> tuple[Any, str]:
 
 
 def cost_ratios(config) -> dict[str, float]:
-    """``{method: FLOPs ratio to base}`` of the ``COST_METHODS`` at ``config``'s model,
+    """``{method: FLOPs ratio to base}`` of the ``cost_methods()`` at ``config``'s model,
     batch sizes and steps (``step_cost.cost_ratio``: compiles each train step once)."""
-    return {m: step_cost.cost_ratio(config, m) for m in COST_METHODS.values()}
+    return {m: step_cost.cost_ratio(config, m) for m in cost_methods().values()}
 
 
 def diagnose(
@@ -390,7 +398,7 @@ def diagnose(
     The checkpoint is ``config.diagnose.step`` (default: ``choose_checkpoint``); a step
     beyond ``BUDGET_FRACTION`` of ``train.steps`` is diagnosed with a warning and
     ``within_budget: false``. ``costs``: ``{method: FLOPs ratio to base}`` of the
-    ``COST_METHODS`` (default: measured by ``cost_ratios``). The report holds
+    ``cost_methods()`` (default: measured by ``cost_ratios``). The report holds
     ``checkpoint_step``, ``within_budget``, ``budget_fraction``, ``num_batches``,
     ``big_batch``, ``b``, ``stability_steps``, ``generic_heldout``, ``statistics``
     (``batch_statistics_summary``) and ``verdicts`` (``verdicts``, one per family).
