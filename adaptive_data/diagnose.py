@@ -515,6 +515,24 @@ def verdict_text(report: Mapping[str, Any]) -> str:
             f"{v['cost_ratio']:.2f}x base's FLOPs per update)? "
             f"{'yes' if v['pays_for_compute'] else 'no'} "
             + _accuracy_text(accuracy.get("compute")),
+            f"  What to do: {_advice(v)}",
             *(f"    {reason}" for reason in v["reasons"]),
         ]
     return "\n".join(lines)
+
+
+def _advice(verdict: Mapping[str, Any]) -> str:
+    """One sentence acting on a family's two verdicts."""
+    names = "/".join(verdict["methods"])
+    if verdict["pays_for_compute"]:
+        return f"run {names}: it should beat base both per update and per FLOP."
+    if verdict["helps_at_equal_steps"]:
+        return (
+            f"{names} should beat base per update, but base trained for "
+            f"{verdict['cost_ratio']:.1f}x the steps (the same FLOPs) should do better; "
+            "select only when updates, not FLOPs, are what your budget counts."
+        )
+    return (
+        f"skip {names} on this target: train base on the pool and use the target sample "
+        "to fine-tune or to mix in."
+    )

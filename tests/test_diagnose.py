@@ -165,6 +165,14 @@ def test_verdict_text_shows_both_questions_and_the_validated_accuracy(tmp_path, 
     assert "align_filter costs 3.00x base's FLOPs per update)? yes (validated" in text
     assert "anograd costs 2.00x base's FLOPs per update)? no (not validated)" in text
     assert "'always yes' 60%, 'yes unless the target is drawn from the pool' 70%" in text
+    # What to do: exact_scores pays (s = 4 > 3): run it; learned_weights is unstable (0.2).
+    assert "What to do: run align_filter/l2rw: it should beat base" in text
+    assert "What to do: skip anograd/soba/dds on this target" in text
+    helps_only = _results("positive", 0.8, 1.5)
+    text = diagnose.verdict_text(
+        {"statistics": helps_only, "verdicts": diagnose.verdicts(helps_only, COSTS)}
+    )
+    assert "base trained for 3.0x the steps (the same FLOPs) should do better" in text
 
 
 # ----------------------------------------------------------- ratio of means, speed-up
