@@ -387,7 +387,7 @@ def generic_heldout(source, target_domain: str | None) -> tuple[Any, str]:
 def cost_ratios(config) -> dict[str, float]:
     """``{method: FLOPs ratio to base}`` of the ``cost_methods()`` at ``config``'s model,
     batch sizes and steps (``step_cost.cost_ratio``: compiles each train step once)."""
-    return {m: step_cost.cost_ratio(config, m) for m in cost_methods().values()}
+    return step_cost.cost_ratios(config, list(cost_methods().values()))
 
 
 def diagnose(

@@ -9,7 +9,7 @@ abstract (``jax.ShapeDtypeStruct``), nothing is read or trained.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 
@@ -104,8 +104,16 @@ def run_flops(config) -> float:
     return float(sum(flops[key] * n for key, n in counts.items()))
 
 
+def cost_ratios(config, names: Sequence[str]) -> dict[str, float]:
+    """``{method: run FLOPs of config run with it / those of base}`` for each of ``names``:
+    how many times base's compute each method spends for the same number of model
+    updates (base's program compiled once)."""
+    base = run_flops(config_args.override(config, {"method": "base"}))
+    return {
+        name: run_flops(config_args.override(config, {"method": name})) / base for name in names
+    }
+
+
 def cost_ratio(config, method: str) -> float:
-    """Training FLOPs of ``config`` run with ``method`` over those of ``base``: how many
-    times base's compute the method spends for the same number of model updates."""
-    with_method = config_args.override(config, {"method": method})
-    return run_flops(with_method) / run_flops(config_args.override(config, {"method": "base"}))
+    """``cost_ratios`` of one method."""
+    return cost_ratios(config, [method])[method]

@@ -527,9 +527,7 @@ def main(argv=None) -> int:
     costs_file = root / "costs.json"
     if not costs_file.exists():
         config = run_config(specs[0], 0, size, "base", 1, data_dir)
-        costs_file.write_text(
-            json.dumps({m: step_cost.cost_ratio(config, m) for m in FAMILY_OF}, indent=2)
-        )
+        costs_file.write_text(json.dumps(step_cost.cost_ratios(config, list(FAMILY_OF)), indent=2))
     costs = json.loads(costs_file.read_text())
     start, rows = time.time(), []
 
