@@ -521,9 +521,26 @@ def verdict_text(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def beats_baselines(accuracy: Mapping[str, Any] | None) -> bool:
+    """Whether a verdict's validated accuracy exceeds both rules that need no test ("always
+    yes", "yes unless the target is drawn from the pool"); False when not validated."""
+    if not accuracy:
+        return False
+    return accuracy["accuracy"] > max(accuracy["always_yes"], accuracy["trivial_rule"])
+
+
 def _advice(verdict: Mapping[str, Any]) -> str:
-    """One sentence acting on a family's two verdicts."""
+    """One sentence acting on a family's two verdicts; a pays-for-compute verdict that its
+    validation found no better than the rules needing no test is not acted on."""
     names = "/".join(verdict["methods"])
+    compute_accuracy = (verdict.get("accuracy") or {}).get("compute")
+    if verdict["helps_at_equal_steps"] and not beats_baselines(compute_accuracy):
+        return (
+            f"{names} should beat base per update; whether it beats base given the same "
+            "FLOPs this test cannot tell (its validation did no better than a rule needing "
+            "no test): measure it (experiments/compute_multiplier.py) before paying "
+            f"{verdict['cost_ratio']:.1f}x base's FLOPs per update."
+        )
     if verdict["pays_for_compute"]:
         return f"run {names}: it should beat base both per update and per FLOP."
     if verdict["helps_at_equal_steps"]:

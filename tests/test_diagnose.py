@@ -165,14 +165,28 @@ def test_verdict_text_shows_both_questions_and_the_validated_accuracy(tmp_path, 
     assert "align_filter costs 3.00x base's FLOPs per update)? yes (validated" in text
     assert "anograd costs 2.00x base's FLOPs per update)? no (not validated)" in text
     assert "'always yes' 60%, 'yes unless the target is drawn from the pool' 70%" in text
-    # What to do: exact_scores pays (s = 4 > 3): run it; learned_weights is unstable (0.2).
+    # What to do: exact_scores pays (s = 4 > 3) and its compute verdict beat both rules
+    # (0.8 > 0.6, 0.7): run it; learned_weights is unstable (0.2): skip it.
     assert "What to do: run align_filter/l2rw: it should beat base" in text
     assert "What to do: skip anograd/soba/dds on this target" in text
+    # learned_weights stable, s = 1.5 < 2: helps, does not pay; its compute verdict was
+    # not validated, so the advice leaves the compute question to a measurement.
     helps_only = _results("positive", 0.8, 1.5)
     text = diagnose.verdict_text(
         {"statistics": helps_only, "verdicts": diagnose.verdicts(helps_only, COSTS)}
     )
+    assert "anograd/soba/dds should beat base per update; whether it beats base" in text
+    # A compute verdict validated below "always yes" is not acted on either; one above
+    # both rules is: exact_scores helps without paying (s = 1.5 < 3).
     assert "base trained for 3.0x the steps (the same FLOPs) should do better" in text
+    accuracy["accuracy"] = 0.6
+    path.write_text(
+        json.dumps({"families": {"exact_scores": {"equal_steps": accuracy, "compute": accuracy}}})
+    )
+    text = diagnose.verdict_text(
+        {"statistics": helps_only, "verdicts": diagnose.verdicts(helps_only, COSTS)}
+    )
+    assert "align_filter/l2rw should beat base per update; whether it beats base" in text
 
 
 # ----------------------------------------------------------- ratio of means, speed-up
