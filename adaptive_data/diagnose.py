@@ -492,8 +492,9 @@ def _accuracy_text(accuracy: Mapping[str, Any] | None) -> str:
         return "(not validated)"
     return (
         f"(validated: right on {accuracy['accuracy']:.0%} of {accuracy['tasks']} task-seeds; "
-        f"'always yes' {accuracy['always_yes']:.0%}, 'yes unless the target is drawn from "
-        f"the pool' {accuracy['trivial_rule']:.0%})"
+        f"'always yes' {accuracy['always_yes']:.0%}, 'always no' "
+        f"{1 - accuracy['always_yes']:.0%}, 'yes unless the target is drawn from the pool' "
+        f"{accuracy['trivial_rule']:.0%})"
     )
 
 
@@ -522,16 +523,19 @@ def verdict_text(report: Mapping[str, Any]) -> str:
 
 
 def beats_baselines(accuracy: Mapping[str, Any] | None) -> bool:
-    """Whether a verdict's validated accuracy exceeds both rules that need no test ("always
-    yes", "yes unless the target is drawn from the pool"); False when not validated."""
+    """Whether a verdict's validated accuracy exceeds every rule that needs no test: "always
+    yes", "always no" (right where always yes is wrong) and "yes unless the target is
+    drawn from the pool"; False when not validated."""
     if not accuracy:
         return False
-    return accuracy["accuracy"] > max(accuracy["always_yes"], accuracy["trivial_rule"])
+    always_yes = accuracy["always_yes"]
+    return accuracy["accuracy"] > max(always_yes, 1.0 - always_yes, accuracy["trivial_rule"])
 
 
 def _advice(verdict: Mapping[str, Any]) -> str:
     """One sentence acting on a family's two verdicts; a pays-for-compute verdict that its
-    validation found no better than the rules needing no test is not acted on."""
+    validation found no better than a rule needing no test (``beats_baselines``) is not
+    acted on."""
     names = "/".join(verdict["methods"])
     compute_accuracy = (verdict.get("accuracy") or {}).get("compute")
     if verdict["helps_at_equal_steps"] and not beats_baselines(compute_accuracy):

@@ -164,9 +164,13 @@ def test_verdict_text_shows_both_questions_and_the_validated_accuracy(tmp_path, 
     assert "Will it help at equal steps? no (not validated)" in text
     assert "align_filter costs 3.00x base's FLOPs per update)? yes (validated" in text
     assert "anograd costs 2.00x base's FLOPs per update)? no (not validated)" in text
-    assert "'always yes' 60%, 'yes unless the target is drawn from the pool' 70%" in text
-    # What to do: exact_scores pays (s = 4 > 3) and its compute verdict beat both rules
-    # (0.8 > 0.6, 0.7): run it; learned_weights is unstable (0.2): skip it.
+    assert (
+        "'always yes' 60%, 'always no' 40%, 'yes unless the target is drawn from the pool' 70%"
+        in text
+    )
+    # What to do: exact_scores pays (s = 4 > 3) and its compute verdict beat every rule
+    # (0.8 > always yes 0.6, always no 0.4, trivial 0.7): run it; learned_weights is
+    # unstable (0.2): skip it.
     assert "What to do: run align_filter/l2rw: it should beat base" in text
     assert "What to do: skip anograd/soba/dds on this target" in text
     # learned_weights stable, s = 1.5 < 2: helps, does not pay; its compute verdict was
@@ -176,10 +180,11 @@ def test_verdict_text_shows_both_questions_and_the_validated_accuracy(tmp_path, 
         {"statistics": helps_only, "verdicts": diagnose.verdicts(helps_only, COSTS)}
     )
     assert "anograd/soba/dds should beat base per update; whether it beats base" in text
-    # A compute verdict validated below "always yes" is not acted on either; one above
-    # both rules is: exact_scores helps without paying (s = 1.5 < 3).
+    # A compute verdict validated below "always no" is not acted on either (0.75 against
+    # always yes 0.2: always no is right 0.8); one above every rule is: exact_scores helps
+    # without paying (s = 1.5 < 3).
     assert "base trained for 3.0x the steps (the same FLOPs) should do better" in text
-    accuracy["accuracy"] = 0.6
+    accuracy.update({"accuracy": 0.75, "always_yes": 0.2, "trivial_rule": 0.3})
     path.write_text(
         json.dumps({"families": {"exact_scores": {"equal_steps": accuracy, "compute": accuracy}}})
     )
