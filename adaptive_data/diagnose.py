@@ -533,27 +533,38 @@ def beats_baselines(accuracy: Mapping[str, Any] | None) -> bool:
 
 
 def _advice(verdict: Mapping[str, Any]) -> str:
-    """One sentence acting on a family's two verdicts; a pays-for-compute verdict that its
-    validation found no better than a rule needing no test (``beats_baselines``) is not
-    acted on."""
+    """What to do on a family's two verdicts, each acted on only where its validation beat
+    every rule needing no test (``beats_baselines``); otherwise the validation's base rate
+    is what the user gets, and the compute question is left to a measurement."""
     names = "/".join(verdict["methods"])
-    compute_accuracy = (verdict.get("accuracy") or {}).get("compute")
-    if verdict["helps_at_equal_steps"] and not beats_baselines(compute_accuracy):
+    accuracy = verdict.get("accuracy") or {}
+    steps_accuracy, compute_accuracy = accuracy.get("equal_steps"), accuracy.get("compute")
+    if steps_accuracy and not beats_baselines(steps_accuracy):
+        steps = (
+            f"{names} helped per update on {steps_accuracy['always_yes']:.0%} of the "
+            "validation's tasks, and this verdict did no better than that base rate;"
+        )
+    elif verdict["helps_at_equal_steps"]:
+        steps = f"{names} should beat base per update;"
+    else:
         return (
-            f"{names} should beat base per update; whether it beats base given the same "
-            "FLOPs this test cannot tell (its validation did no better than a rule needing "
-            "no test): measure it (experiments/compute_multiplier.py) before paying "
+            f"skip {names} on this target: train base on the pool and use the target sample "
+            "to fine-tune or to mix in."
+        )
+    if not beats_baselines(compute_accuracy):
+        paid = (
+            f" ({compute_accuracy['always_yes']:.0%} of the validation's tasks paid)"
+            if compute_accuracy
+            else ""
+        )
+        return (
+            f"{steps} whether it beats base given the same FLOPs this test cannot tell"
+            f"{paid}: measure it (experiments/compute_multiplier.py) before paying "
             f"{verdict['cost_ratio']:.1f}x base's FLOPs per update."
         )
     if verdict["pays_for_compute"]:
-        return f"run {names}: it should beat base both per update and per FLOP."
-    if verdict["helps_at_equal_steps"]:
-        return (
-            f"{names} should beat base per update, but base trained for "
-            f"{verdict['cost_ratio']:.1f}x the steps (the same FLOPs) should do better; "
-            "select only when updates, not FLOPs, are what your budget counts."
-        )
+        return f"{steps} it should also beat base given the same FLOPs: run it."
     return (
-        f"skip {names} on this target: train base on the pool and use the target sample "
-        "to fine-tune or to mix in."
+        f"{steps} base trained for {verdict['cost_ratio']:.1f}x the steps (the same FLOPs) "
+        "should do better: select only when updates, not FLOPs, are what your budget counts."
     )

@@ -168,22 +168,21 @@ def test_verdict_text_shows_both_questions_and_the_validated_accuracy(tmp_path, 
         "'always yes' 60%, 'always no' 40%, 'yes unless the target is drawn from the pool' 70%"
         in text
     )
-    # What to do: exact_scores pays (s = 4 > 3) and its compute verdict beat every rule
-    # (0.8 > always yes 0.6, always no 0.4, trivial 0.7): run it; learned_weights is
-    # unstable (0.2): skip it.
-    assert "What to do: run align_filter/l2rw: it should beat base" in text
+    # What to do: exact_scores helps and pays (s = 4 > 3), both verdicts validated above
+    # every rule (0.8 > always yes 0.6, always no 0.4, trivial 0.7): run it;
+    # learned_weights is unstable (0.2) and not validated: skip it.
+    assert "What to do: align_filter/l2rw should beat base per update; it should also beat" in text
     assert "What to do: skip anograd/soba/dds on this target" in text
-    # learned_weights stable, s = 1.5 < 2: helps, does not pay; its compute verdict was
-    # not validated, so the advice leaves the compute question to a measurement.
+    # s = 1.5 < 3: exact_scores helps without paying; learned_weights (not validated) helps
+    # and the compute question is left to a measurement.
     helps_only = _results("positive", 0.8, 1.5)
     text = diagnose.verdict_text(
         {"statistics": helps_only, "verdicts": diagnose.verdicts(helps_only, COSTS)}
     )
-    assert "anograd/soba/dds should beat base per update; whether it beats base" in text
-    # A compute verdict validated below "always no" is not acted on either (0.75 against
-    # always yes 0.2: always no is right 0.8); one above every rule is: exact_scores helps
-    # without paying (s = 1.5 < 3).
     assert "base trained for 3.0x the steps (the same FLOPs) should do better" in text
+    assert "anograd/soba/dds should beat base per update; whether it beats base" in text
+    # Validated below "always no" (0.75 against always yes 0.2: always no is right 0.8):
+    # neither verdict is acted on; the base rates are given instead.
     accuracy.update({"accuracy": 0.75, "always_yes": 0.2, "trivial_rule": 0.3})
     path.write_text(
         json.dumps({"families": {"exact_scores": {"equal_steps": accuracy, "compute": accuracy}}})
@@ -191,7 +190,11 @@ def test_verdict_text_shows_both_questions_and_the_validated_accuracy(tmp_path, 
     text = diagnose.verdict_text(
         {"statistics": helps_only, "verdicts": diagnose.verdicts(helps_only, COSTS)}
     )
-    assert "align_filter/l2rw should beat base per update; whether it beats base" in text
+    assert (
+        "align_filter/l2rw helped per update on 20% of the validation's tasks, and this verdict "
+        "did no better than that base rate; whether it beats base given the same FLOPs this "
+        "test cannot tell (20% of the validation's tasks paid)"
+    ) in " ".join(text.split())
 
 
 # ----------------------------------------------------------- ratio of means, speed-up
