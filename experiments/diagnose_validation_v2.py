@@ -328,6 +328,8 @@ def evaluate(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]
                 "positives": int(sum(labels)),
                 "verdict": classification([r[f"{method}_{verdict}"] for r in rows], labels),
                 "always_yes": classification([True] * len(rows), labels),
+                # Not pre-registered; reported beside it because few tasks may pay.
+                "always_no": classification([False] * len(rows), labels),
                 "trivial_rule": classification([not r["control"] for r in rows], labels),
             }
             tasks: dict[str, list[dict[str, Any]]] = {}
@@ -372,6 +374,7 @@ def accuracy_file_content(summary, command: str) -> dict[str, Any]:
                 "tasks": figures["task_seeds"],
                 "accuracy": figures["verdict"]["accuracy"],
                 "always_yes": figures["always_yes"]["accuracy"],
+                "always_no": figures["always_no"]["accuracy"],
                 "trivial_rule": figures["trivial_rule"]["accuracy"],
                 "auc_domain_tasks": figures["domain_tasks"]["auc"],
             }
@@ -464,6 +467,7 @@ def write_results(rows, summary, command, out: pathlib.Path, size, wall_s, total
                     for name, c in (
                         ("test's verdict", figures["verdict"]),
                         ("always yes", figures["always_yes"]),
+                        ("always no (not pre-registered)", figures["always_no"]),
                         ("yes unless drawn from the pool", figures["trivial_rule"]),
                     )
                 ),

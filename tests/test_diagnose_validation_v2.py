@@ -118,6 +118,7 @@ def test_evaluate_scores_the_verdict_next_to_always_yes_and_the_trivial_rule():
         # always yes: right where the label is yes (6 of 8 task-seeds, then 4 of 8).
         assert steps["always_yes"]["accuracy"] == 6 / 8
         assert compute["always_yes"]["accuracy"] == 4 / 8
+        assert steps["always_no"]["accuracy"] == 2 / 8
         # yes unless drawn from the pool: right on a, b and c (equal steps); a and c (compute).
         assert steps["trivial_rule"]["accuracy"] == 6 / 8
         assert compute["trivial_rule"]["accuracy"] == 4 / 8
