@@ -15,6 +15,7 @@ import diagnose_validation_v2 as dv2  # noqa: E402
 from adaptive_data.data import embedded_corpus  # noqa: E402
 
 
+@pytest.mark.slow  # splits the whole corpus for every domain and share (about a minute)
 def test_the_design_has_16_domain_tasks_and_8_different_controls_drawn_from_the_pool():
     specs = dv2.task_specs(quick=False)
     domain = [s for s in specs if not s.control]
