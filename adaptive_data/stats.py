@@ -252,7 +252,10 @@ class FrontierPoint:
     "inside" (interpolated between two points), "below" (worse than the cheapest point:
     extrapolated along the first segment, so the true value is at most the cheapest
     point's FLOPs) or "above" (better than the dearest point: extrapolated along the last
-    segment, so the true value is at least the dearest point's FLOPs)."""
+    segment, so the true value is at least the dearest point's FLOPs). Where the segment
+    to extend does not descend (more compute did not lower the bpb there), no line
+    reaches the bpb on that side and ``flops`` is the bound itself: the cheapest point's
+    FLOPs ("below") or the dearest point's ("above")."""
 
     flops: float
     where: str
@@ -277,18 +280,22 @@ def frontier_flops(flops: Sequence[float], bpb: Sequence[float], target: float) 
     if x.size < 2 or np.unique(x).size != x.size:
         raise ValueError(f"a frontier needs at least two distinct budgets, got FLOPs {flops}.")
 
-    def along(i: int, where: str) -> FrontierPoint:  # on the line through points i, i+1
+    def along(i: int, where: str, bound: int) -> FrontierPoint:
+        """On the line through points i, i+1; at point ``bound`` if that line does not
+        descend (outside the frontier only: inside, the segment crosses ``target``)."""
         slope = (y[i + 1] - y[i]) / (x[i + 1] - x[i])
-        if slope == 0.0:
-            return FrontierPoint(float(np.exp(x[i])), where)
+        if slope >= 0.0:
+            return FrontierPoint(float(np.asarray(flops, dtype=float)[order][bound]), where)
         return FrontierPoint(float(np.exp(x[i] + (target - y[i]) / slope)), where)
 
     if target >= y[0]:
-        return FrontierPoint(float(np.exp(x[0])), "inside") if target == y[0] else along(0, "below")
+        if target == y[0]:
+            return FrontierPoint(float(np.exp(x[0])), "inside")
+        return along(0, "below", 0)
     for i in range(x.size - 1):
         if y[i + 1] <= target:
-            return along(i, "inside")
-    return along(x.size - 2, "above")
+            return along(i, "inside", i)
+    return along(x.size - 2, "above", x.size - 1)
 
 
 def ratio_interval(ratios: Sequence[float], confidence: float = 0.95) -> PairedDifference:

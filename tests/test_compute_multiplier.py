@@ -34,6 +34,18 @@ def test_frontier_flops_interpolates_linearly_in_log_flops():
     assert above.flops == pytest.approx(1e9 * 2**4)
 
 
+def test_frontier_flops_outside_a_frontier_that_does_not_descend_is_the_bound():
+    """A target absent from the pool: more generic compute made the target bpb worse
+    between 1x and 2x. A method worse than 1x needs at most 1x (not the 3x a rising line
+    would give); one better than a frontier that rises at its end needs at least 8x."""
+    below = stats.frontier_flops([1, 2], [3.0, 3.1], 3.2)
+    assert (below.flops, below.where) == (1.0, "below")
+    above = stats.frontier_flops([1, 2, 4, 8], [3.0, 2.9, 2.8, 2.85], 2.5)
+    assert (above.flops, above.where) == (8.0, "above")
+    flat = stats.frontier_flops([1, 2], [3.0, 3.0], 2.9)
+    assert (flat.flops, flat.where) == (2.0, "above")
+
+
 def test_frontier_flops_takes_the_first_crossing_of_a_noisy_frontier():
     # Not monotone: 2.8 is first reached between the 1x and 2x points.
     point = stats.frontier_flops([1, 2, 4, 8], [3.0, 2.7, 2.9, 2.5], 2.8)
