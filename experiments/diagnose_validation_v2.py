@@ -392,7 +392,7 @@ def _fmt(x: float, pattern: str = "{:.2f}") -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else pattern.format(x)
 
 
-def write_results(rows, summary, command, out: pathlib.Path, size, wall_s, total, costs):
+def write_results(rows, summary, command, out: pathlib.Path, size, wall_s, total, costs, note=""):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -451,6 +451,7 @@ def write_results(rows, summary, command, out: pathlib.Path, size, wall_s, total
         + ", ".join(f"{m} {c:.2f}x" for m, c in costs.items())
         + " base's (XLA, adaptive_data.step_cost).",
         "",
+        *([note, ""] if note else []),
     ]
     for method in FAMILY_OF:
         for outcome, figures in summary[method].items():
@@ -513,6 +514,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: ROOT/tfds)")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
     parser.add_argument("--workers", type=int, default=1, help="task-seeds run in parallel")
+    parser.add_argument("--note", default="", help="a paragraph for results.md (history)")
     parser.add_argument(
         "--accuracy_file",
         default=str(diagnose.ACCURACY_FILE),
@@ -523,9 +525,11 @@ def main(argv=None) -> int:
     root = pathlib.Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     data_dir = args.data_dir or str(root / "tfds")
-    command = shlex.join(
-        ["python", "experiments/diagnose_validation_v2.py", *(argv or sys.argv[1:])]
-    )
+    given = list(argv or sys.argv[1:])
+    if "--note" in given:  # the note is history, not part of the command
+        del given[given.index("--note") : given.index("--note") + 2]
+    given = [a for a in given if not a.startswith("--note=")]
+    command = shlex.join(["python", "experiments/diagnose_validation_v2.py", *given])
     specs = task_specs(args.quick)
     units = [(spec, seed) for spec in specs for seed in SEEDS]
     costs_file = root / "costs.json"
@@ -561,6 +565,7 @@ def main(argv=None) -> int:
                 time.time() - start,
                 len(units),
                 costs,
+                args.note,
             )
             if len(rows) == len(units) and not args.quick:
                 pathlib.Path(args.accuracy_file).write_text(
