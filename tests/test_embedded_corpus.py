@@ -103,14 +103,19 @@ def test_every_domain_task_accepts_zero_and_positive_pool_share(task):
         assert info["split_num_docs"]["target_train"] == 32
 
 
-def test_negative_control_target_is_a_held_out_sample_of_the_pool():
-    ids = ec.split_doc_ids("pool", max_target_train=32)
+def _assert_splits_partition_the_corpus(ids):
+    """The five splits of a control are pairwise disjoint and hold every document."""
     sets = {split: set(doc_ids) for split, doc_ids in ids.items()}
     for i, a in enumerate(ec.SPLITS):
         for b in ec.SPLITS[i + 1 :]:
             assert not sets[a] & sets[b], (a, b)
     every_doc = sum(ec.manifest()["domains"][d]["num_docs"] for d in ec.DOMAINS)
     assert sum(len(v) for v in sets.values()) == every_doc
+
+
+def test_negative_control_target_is_a_held_out_sample_of_the_pool():
+    ids = ec.split_doc_ids("pool", max_target_train=32)
+    _assert_splits_partition_the_corpus(ids)
     # Per-domain document fractions of target_test and of the pool agree (a uniform sample
     # of 400 documents: within 5 percentage points for every domain).
     for domain in ec.DOMAINS:
@@ -136,12 +141,7 @@ def test_a_subset_control_samples_its_domains_at_their_pool_proportions(task):
     documents of those domains; the pool is every other document of the corpus."""
     domains = ec.TASKS[task].control_domains
     ids = ec.split_doc_ids(task, max_target_train=32)
-    sets = {split: set(doc_ids) for split, doc_ids in ids.items()}
-    for i, a in enumerate(ec.SPLITS):
-        for b in ec.SPLITS[i + 1 :]:
-            assert not sets[a] & sets[b], (a, b)
-    every_doc = sum(ec.manifest()["domains"][d]["num_docs"] for d in ec.DOMAINS)
-    assert sum(len(v) for v in sets.values()) == every_doc
+    _assert_splits_partition_the_corpus(ids)
     target = ids["target_test"] + ids["target_valid"] + ids["target_train"]
     assert all(doc_id.split("/")[0] in domains for doc_id in target)
     pool = [i for i in ids["train"] if i.split("/")[0] in domains]
