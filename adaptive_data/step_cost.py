@@ -70,17 +70,28 @@ def step_flops(config, phases: Phases = _warmup_and_active) -> dict[str, float |
     Returns:
       ``{name: FLOPs of one step}`` (None where the backend counts none).
     """
-    setup = run_setup.build(config, domains=_DOMAINS, target_domain="target")
+    setup = _abstract_setup(config)
+    return _compiled_flops(setup, config.model.max_length, phases(setup.method))
+
+
+def _abstract_setup(config) -> run_setup.RunSetup:
+    return run_setup.build(config, domains=_DOMAINS, target_domain="target")
+
+
+def _compiled_flops(
+    setup: run_setup.RunSetup, max_length: int, flags_by_phase: Mapping[str, Mapping[str, bool]]
+) -> dict[str, float | None]:
+    """XLA FLOPs of ``setup``'s train step compiled with each phase's static flags."""
     method = setup.method
     batches = {
-        stream: _abstract_batch(n, config.model.max_length, method.document_scorer is not None)
+        stream: _abstract_batch(n, max_length, method.document_scorer is not None)
         for stream, (_, n) in method.streams.items()
     }
     step = methods.jit_train_step(method)
     state = setup.abstract_state()
     return {
         phase: xla_flops(step.lower(state, batches, **flags).compile())
-        for phase, flags in phases(method).items()
+        for phase, flags in flags_by_phase.items()
     }
 
 
@@ -91,11 +102,11 @@ def run_flops(config) -> float:
     Raises:
       ValueError: the backend gives no FLOP count.
     """
-    setup = run_setup.build(config, domains=_DOMAINS, target_domain="target")
+    setup = _abstract_setup(config)
     counts = collections.Counter(
         tuple(sorted(setup.method.flags(t).items())) for t in range(int(config.train.steps))
     )
-    flops = step_flops(config, lambda method: {key: dict(key) for key in counts})
+    flops = _compiled_flops(setup, config.model.max_length, {key: dict(key) for key in counts})
     if any(v is None for v in flops.values()):
         raise ValueError(
             f"XLA gives no FLOP count for config.method={config.method!r} on "
