@@ -56,6 +56,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import benchlib  # noqa: F401  (puts the repository root on sys.path)
 import numpy as np
 
 from adaptive_data import command_line, config_args, diagnose, metrics, stats, step_cost
@@ -388,8 +389,27 @@ def accuracy_file_content(summary, command: str) -> dict[str, Any]:
     }
 
 
-def _fmt(x: float, pattern: str = "{:.2f}") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else pattern.format(x)
+# The two tables of each method and outcome: (key, header, format) per column.
+RULE_COLUMNS = [
+    ("rule", "rule", ""),
+    ("accuracy", "accuracy", ".2f"),
+    ("precision", "precision", ".2f"),
+    ("recall", "recall", ".2f"),
+]
+RULES = (
+    ("test's verdict", "verdict"),
+    ("always yes", "always_yes"),
+    ("always no (not pre-registered)", "always_no"),
+    ("yes unless drawn from the pool", "trivial_rule"),
+)
+SCOPE_COLUMNS = [
+    ("scope", "tasks", ""),
+    ("tasks", "n", ""),
+    ("positives", "positives", ""),
+    ("auc", "AUC", ".2f"),
+    ("spearman", "Spearman", ".2f"),
+    ("lodo_accuracy", "LODO threshold accuracy", ".2f"),
+]
 
 
 def write_results(rows, summary, command, out: pathlib.Path, size, wall_s, total, costs, note=""):
@@ -428,7 +448,9 @@ def write_results(rows, summary, command, out: pathlib.Path, size, wall_s, total
                 ax.set_ylabel("realised compute multiplier (annealed frontier)")
                 ax.set_xlabel(f"predicted: speed-up / {costs[method]:.2f} (FLOPs ratio)")
             figs = summary[method][outcome]["domain_tasks"]
-            ax.set_title(f"{method}, {outcome}: domain AUC {_fmt(figs['auc'])}", fontsize=9)
+            ax.set_title(
+                f"{method}, {outcome}: domain AUC {benchlib.fmt(figs['auc'], '.2f')}", fontsize=9
+            )
     fig.suptitle("blue: domain tasks, gray: controls drawn from the pool; one point per seed")
     fig.tight_layout()
     fig.savefig(out / "predicted_vs_realised.png", dpi=110)
@@ -460,29 +482,17 @@ def write_results(rows, summary, command, out: pathlib.Path, size, wall_s, total
                 "",
                 f"{figures['positives']} positive of {figures['task_seeds']} task-seeds.",
                 "",
-                "| rule | accuracy | precision | recall |",
-                "|---|---|---|---|",
-                *(
-                    f"| {name} | {_fmt(c['accuracy'])} | {_fmt(c['precision'])} | "
-                    f"{_fmt(c['recall'])} |"
-                    for name, c in (
-                        ("test's verdict", figures["verdict"]),
-                        ("always yes", figures["always_yes"]),
-                        ("always no (not pre-registered)", figures["always_no"]),
-                        ("yes unless drawn from the pool", figures["trivial_rule"]),
-                    )
-                ),
+                benchlib.render_table(
+                    [{"rule": name, **figures[key]} for name, key in RULES], RULE_COLUMNS
+                )[1],
                 "",
-                "| tasks | n | positives | AUC | Spearman | LODO threshold accuracy |",
-                "|---|---|---|---|---|---|",
-                *(
-                    f"| {scope.replace('_', ' ')} | {f['tasks']} | {f['positives']} | "
-                    f"{_fmt(f['auc'])} | {_fmt(f['spearman'])} | {_fmt(f['lodo_accuracy'])} |"
-                    for scope, f in (
-                        ("domain_tasks", figures["domain_tasks"]),
-                        ("all_tasks", figures["all_tasks"]),
-                    )
-                ),
+                benchlib.render_table(
+                    [
+                        {"scope": scope.replace("_", " "), **figures[scope]}
+                        for scope in ("domain_tasks", "all_tasks")
+                    ],
+                    SCOPE_COLUMNS,
+                )[1],
                 "",
             ]
     lines += [
