@@ -176,6 +176,42 @@ def main_command(workdir, tfds_dir, *flags, arg="runlocal") -> list[str]:
     )
 
 
+# A 24-step tiny run checkpointed and evaluated every 8 steps: what the tests run on several
+# device counts (or resume after a kill) and compare with ``assert_same_metrics``.
+SHORT_RUN_FLAGS = (
+    "--config.train.steps=24",
+    "--config.checkpoint.every=8",
+    "--config.train.eval_every=8",
+    "--config.train.log_every=4",
+)
+
+
+def simulated_devices_env(devices: int) -> dict[str, str]:
+    """The environment of a subprocess that sees ``devices`` simulated CPU devices."""
+    return {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu",
+    }
+
+
+def assert_same_metrics(workdir_a, workdir_b, rtol=1e-5, atol=1e-6) -> None:
+    """The two runs logged the same steps and metrics, every value within ``rtol`` /
+    ``atol`` (only the order of floating-point reductions may differ) but the wall clock."""
+    rows_a, rows_b = metrics_rows(workdir_a), metrics_rows(workdir_b)
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
+    for a, b in zip(deterministic_rows(rows_a), deterministic_rows(rows_b)):
+        assert sorted(a) == sorted(b)
+        keys = sorted(k for k in a if k != "step")
+        np.testing.assert_allclose(
+            [b[k] for k in keys],
+            [a[k] for k in keys],
+            rtol=rtol,
+            atol=atol,
+            err_msg=f"step {a['step']}: keys {keys}",
+        )
+
+
 # A 160-step tiny base run checkpointed every 40 steps: the reference of the resume tests.
 RESUME_FLAGS = (
     "--config.train.steps=160",

@@ -10,60 +10,38 @@ import os
 import socket
 import subprocess
 
-import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, kill_after_checkpoint, main_command, metrics_rows
+from conftest import (
+    REPO_ROOT,
+    SHORT_RUN_FLAGS,
+    assert_same_metrics,
+    kill_after_checkpoint,
+    main_command,
+    metrics_rows,
+    simulated_devices_env,
+)
 
 pytestmark = pytest.mark.slow
 
-FLAGS = (
-    "--config.train.steps=24",
-    "--config.checkpoint.every=8",
-    "--config.train.eval_every=8",
-    "--config.train.log_every=4",
-)
-RTOL, ATOL = 1e-5, 1e-6
-
 
 def _command(workdir, tfds_dir, method, *extra):
-    return main_command(workdir, tfds_dir, *FLAGS, *extra, arg=f"runlocal,method={method}")
-
-
-def _env(devices):
-    return {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-        "JAX_PLATFORMS": "cpu",
-    }
+    return main_command(
+        workdir, tfds_dir, *SHORT_RUN_FLAGS, *extra, arg=f"runlocal,method={method}"
+    )
 
 
 def _run(workdir, tfds_dir, method, devices, *extra):
     result = subprocess.run(
         _command(workdir, tfds_dir, method, *extra),
         cwd=REPO_ROOT,
-        env=_env(devices),
+        env=simulated_devices_env(devices),
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
-
-
-def assert_same_metrics(workdir_a, workdir_b):
-    rows_a, rows_b = metrics_rows(workdir_a), metrics_rows(workdir_b)
-    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
-    for a, b in zip(rows_a, rows_b):
-        keys = sorted(set(a) - {"steps_per_sec"})
-        assert keys == sorted(set(b) - {"steps_per_sec"})
-        np.testing.assert_allclose(
-            [b[k] for k in keys],
-            [a[k] for k in keys],
-            rtol=RTOL,
-            atol=ATOL,
-            err_msg=f"step {a['step']}: keys {keys}",
-        )
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +92,7 @@ def test_two_processes_match_one_process(runs, tfds_dir, tmp_path):
                 f"--process_id={i}",
             ),
             cwd=REPO_ROOT,
-            env=_env(2),
+            env=simulated_devices_env(2),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -138,7 +116,7 @@ def test_sigkill_and_resume_on_eight_devices(runs, tfds_dir, tmp_path):
     kill_after_checkpoint(
         _command(workdir, tfds_dir, "anograd"),
         os.path.join(workdir, "checkpoints", "8"),
-        env=_env(8),
+        env=simulated_devices_env(8),
     )
     assert metrics_rows(workdir)[-1]["step"] < 24
     _run(workdir, tfds_dir, "anograd", 8)

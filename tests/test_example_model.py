@@ -12,7 +12,6 @@ import pathlib
 import subprocess
 
 import flax.serialization
-import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
@@ -21,42 +20,38 @@ from adaptive_data import train
 
 from conftest import (
     REPO_ROOT,
-    deterministic_rows,
+    SHORT_RUN_FLAGS,
+    assert_same_metrics,
     kill_after_checkpoint,
     main_command,
     metrics_rows,
     run_config,
+    simulated_devices_env,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("example_model_only_here")]
-
-FLAGS = (
-    "--config.train.steps=24",
-    "--config.checkpoint.every=8",
-    "--config.train.eval_every=8",
-    "--config.train.log_every=4",
-)
-RTOL, ATOL = 1e-5, 1e-6
 
 
 def _command(workdir, tfds_dir, tokenizer_spec, method, *extra):
     arg = f"runlocal,method={method},model=rope_lm,extra_modules=examples.rope_lm"
     return main_command(
-        workdir, tfds_dir, *FLAGS, f"--config.data.tokenizer={tokenizer_spec}", *extra, arg=arg
+        workdir,
+        tfds_dir,
+        *SHORT_RUN_FLAGS,
+        f"--config.data.tokenizer={tokenizer_spec}",
+        *extra,
+        arg=arg,
     )
-
-
-def _env(devices):
-    return {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-        "JAX_PLATFORMS": "cpu",
-    }
 
 
 def _run(workdir, command, devices=1):
     result = subprocess.run(
-        command, cwd=REPO_ROOT, env=_env(devices), capture_output=True, text=True, timeout=600
+        command,
+        cwd=REPO_ROOT,
+        env=simulated_devices_env(devices),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
@@ -95,24 +90,13 @@ def test_the_example_model_trains_through_the_driver(
         assert any("outer/objective" in r for r in rows)
 
 
-def _assert_same_metrics(workdir_a, workdir_b):
-    rows_a, rows_b = metrics_rows(workdir_a), metrics_rows(workdir_b)
-    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
-    for a, b in zip(deterministic_rows(rows_a), deterministic_rows(rows_b)):
-        assert sorted(a) == sorted(b)
-        keys = sorted(k for k in a if k != "step")
-        np.testing.assert_allclose(
-            [b[k] for k in keys], [a[k] for k in keys], rtol=RTOL, atol=ATOL, err_msg=str(a["step"])
-        )
-
-
 def test_eight_devices_with_the_models_fsdp_rule_match_one_device(
     tfds_dir, sentencepiece, anograd_one_device, tmp_path
 ):
     """Data over 4 devices, parameters over 2 (the gated MLP by examples/rope_lm's rule)."""
     workdir = str(tmp_path)
     command = _command(workdir, tfds_dir, sentencepiece, "anograd", "--config.mesh.fsdp=2")
-    _assert_same_metrics(anograd_one_device, _run(workdir, command, devices=8))
+    assert_same_metrics(anograd_one_device, _run(workdir, command, devices=8))
 
 
 def test_sigkill_and_resume_reaches_the_same_metrics(
@@ -120,9 +104,11 @@ def test_sigkill_and_resume_reaches_the_same_metrics(
 ):
     workdir = str(tmp_path)
     command = _command(workdir, tfds_dir, sentencepiece, "anograd")
-    kill_after_checkpoint(command, os.path.join(workdir, "checkpoints", "8"), env=_env(1))
+    kill_after_checkpoint(
+        command, os.path.join(workdir, "checkpoints", "8"), env=simulated_devices_env(1)
+    )
     assert metrics_rows(workdir)[-1]["step"] < 24
-    _assert_same_metrics(anograd_one_device, _run(workdir, command))
+    assert_same_metrics(anograd_one_device, _run(workdir, command))
 
 
 @pytest.mark.parametrize("form", ["workdir", "orbax", "msgpack"])
