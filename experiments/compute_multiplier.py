@@ -95,6 +95,10 @@ class Frontier:
     budgets: tuple[float, ...]
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
+    def point_name(self, budget: float) -> str:
+        """The rows' ``method`` of the point at ``budget``."""
+        return self.name if budget == 1 else f"{self.name}_x{budget:g}"
+
 
 # Base's frontier first: it defines the multiplier, and its budgets the rate tuning's.
 FRONTIERS = (
@@ -489,7 +493,7 @@ class Study:
                         if not self._finished(workdir):
                             continue
                         config = self.frontier_config(target, frontier, budget, seed, lr)
-                        name = frontier.name if budget == 1 else f"{frontier.name}_x{budget:g}"
+                        name = frontier.point_name(budget)
                         row = self.point_row(target, name, seed, workdir, config, frontier.name)
                         if row is not None:
                             rows.append({**row, "frontier": frontier.name, "budget": budget})
@@ -514,6 +518,11 @@ class Study:
                         rows.append({**row, "frontier": "", "budget": ""})
         return add_multipliers(rows)
 
+    def row_names(self) -> list[str]:
+        """The ``method`` of every row a finished grid has per target and seed."""
+        names = [f.point_name(budget) for f in FRONTIERS for budget in f.budgets]
+        return names + [v.name for v in self.variants]
+
     # ------------------------------------------------------------------ report
     def report(self) -> list[dict[str, Any]]:
         import compute_multiplier_report as report_lib  # matplotlib only when reporting
@@ -523,7 +532,9 @@ class Study:
         write_csv(self.out / "results.csv", rows)
         _write_json(self.out / "recipe.json", recipe)
         _write_json(self.out / "flops.json", self.flops)
-        markdown = report_lib.markdown(self.preset, rows, recipe, self.flops, self.args.command)
+        markdown = report_lib.markdown(
+            self.preset, rows, recipe, self.flops, self.args.command, self.row_names()
+        )
         tmp = self.out / "results.md.tmp"
         tmp.write_text(markdown)
         tmp.replace(self.out / "results.md")

@@ -115,7 +115,35 @@ def target_lines(target: str, rows) -> list[str]:
     return [*lines, ""]
 
 
-def markdown(preset, rows, recipe, flops, command: str) -> str:
+def status_lines(preset, rows, expected: Sequence[str]) -> list[str]:
+    """Whether the grid has finished: every (target, ``expected`` row name, seed) of the
+    preset has a row. Otherwise the count of finished rows and, per target, the seeds that
+    have every row, so a partial report cannot be read as the study's result."""
+    finished = {(r["target"], r["method"], r["seed"]) for r in rows}
+    planned = [(t, name, s) for t in preset.targets for name in expected for s in preset.seeds]
+    missing = [key for key in planned if key not in finished]
+    if not missing:
+        return [f"Status: complete ({len(planned)} rows: every target, method and seed).", ""]
+    complete = {
+        target: [s for s in preset.seeds if all((target, n, s) in finished for n in expected)]
+        for target in preset.targets
+    }
+    seeds = "; ".join(
+        f"{target}: {', '.join(map(str, done)) if done else 'none'}"
+        for target, done in complete.items()
+    )
+    return [
+        f"**Status: partial, the grid has not finished.** {len(planned) - len(missing)} of "
+        f"{len(planned)} rows (target, method or frontier point, seed) have finished; seeds "
+        f"with every row finished: {seeds}. A cell is a result only once its n equals the "
+        f"{len(preset.seeds)} seeds.",
+        "",
+    ]
+
+
+def markdown(preset, rows, recipe, flops, command: str, expected: Sequence[str]) -> str:
+    """The report: header, status (``status_lines`` against the ``expected`` row names),
+    the recipe, one multiplier table per target and the FLOPs per step of each variant."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Effective compute multipliers",
@@ -127,6 +155,7 @@ def markdown(preset, rows, recipe, flops, command: str) -> str:
         "",
         f"Command: `{command}`",
         "",
+        *status_lines(preset, rows, expected),
         "A multiplier is the FLOPs at which the frontier (base or mixing trained at 1x-8x "
         "base's FLOPs, each run annealed to its own end) reaches the method's target test "
         "bpb, over the method's training FLOPs; above 1 the method buys more than its "

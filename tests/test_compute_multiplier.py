@@ -212,3 +212,33 @@ def test_step_flops_compile_a_method_whose_batches_carry_a_document_score():
     config = tiny_config("method=dsir,runlocal", **{"dsir.features": "words"})
     flops = compute_multiplier.step_flops_by_phase(config, ("warmup", "select_outer"))
     assert set(flops) == {"warmup", "select_outer"} and all(v > 0 for v in flops.values())
+
+
+def test_the_report_says_partial_until_every_target_method_and_seed_has_a_row():
+    import types
+
+    import compute_multiplier_report as report
+
+    preset = types.SimpleNamespace(targets=("a", "b"), seeds=(0, 1))
+    expected = ["base", "dsir"]
+    rows = [{"target": t, "method": m, "seed": s} for t in "ab" for m in expected for s in (0, 1)]
+    assert report.status_lines(preset, rows, expected)[0].startswith("Status: complete (8 rows")
+    partial = [
+        r
+        for r in rows
+        if (r["target"], r["seed"]) != ("a", 1)
+        and (r["target"], r["method"], r["seed"]) != ("b", "dsir", 0)
+    ]
+    line = report.status_lines(preset, partial, expected)[0]
+    assert "partial" in line and "5 of 8 rows" in line
+    assert "a: 0; b: 1" in line
+
+
+def test_the_study_expects_a_row_per_frontier_point_and_variant():
+    import types
+
+    study = types.SimpleNamespace(variants=compute_multiplier.STUDY_METHODS[:2])
+    names = compute_multiplier.Study.row_names(study)
+    assert names[:5] == ["base", "base_x2", "base_x4", "base_x8", "mixing"]
+    assert names[-2:] == ["dsir", "classifier"]
+    assert len(names) == sum(len(f.budgets) for f in compute_multiplier.FRONTIERS) + 2
