@@ -9,17 +9,20 @@ against base's (and mixing's) annealed compute frontier, at a tuned recipe.
 The protocol (docs/algorithms.md, "Compute accounting"), per target task of the preset:
 
 1. **Recipe** (seed 0). Base's peak learning rate is chosen on its final ``target_valid``
-   bpb from ``BASE_RATES`` at the preset's budget (1x), then from the 1x choice and its
-   two neighbours on ``RATE_LADDER`` at the frontier's largest budget; a choice at the edge
-   of what was tried extends the grid along the ladder (``tune``). The fine-tuning rate is
+   bpb at every budget of its frontier: from ``BASE_RATES`` at the preset's budget (1x),
+   then at each larger budget from the previous budget's choice and its two neighbours on
+   ``RATE_LADDER``; a choice at the edge of what was tried extends the grid along the
+   ladder (``tune``). (Giving an interior point the rate of the nearest tuned budget
+   instead left russian's 2x point 0.09 bpb worse than at its own best rate, which
+   inflated every multiplier read off it.) The fine-tuning rate is
    chosen the same way from ``FINETUNE_RATES`` on base 1x (best ``target_valid`` step).
    Amortised variants with fewer outer updates (``Variant.outer_rates``) choose their
    outer learning rate the same way on seed 0. Every method trains at the 1x rate.
 2. **Annealed frontiers** (``FRONTIERS``). Base at 1, 2, 4, 8 x its own FLOPs (the
    preset's steps times the budget) and mixing at 1, 2, 4 x base's FLOPs (mixing reads a
    target batch as well, so it takes fewer steps), every point a separate run whose
-   schedule (warm-up, cosine decay) ends at its own last step, at the rate of the nearest
-   tuned budget (in log budget; 1x on a tie); every point fine-tuned.
+   schedule (warm-up, cosine decay) ends at its own last step, at its budget's tuned rate
+   (mixing: base's rate at the same budget); every point fine-tuned.
 3. **Methods** (``STUDY_METHODS``): each method or amortised variant from scratch at the
    preset's steps, fine-tuned with the same protocol.
 4. **Multiplier.** Per seed (the frontier of the same seed: same initialisation and
@@ -50,7 +53,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import math
 import os
 import pathlib
 import shutil
@@ -186,11 +188,6 @@ def neighbours(ladder: Sequence[float], rate: float) -> tuple[float, ...]:
     """``rate`` and its neighbours on ``ladder``."""
     i = ladder.index(rate)
     return tuple(ladder[max(0, i - 1) : i + 2])
-
-
-def nearest_budget(budget: float, tuned: Sequence[float]) -> float:
-    """The tuned budget nearest ``budget`` in log scale (the smaller on a tie)."""
-    return min(sorted(tuned), key=lambda t: abs(math.log(budget / t)))
 
 
 # ----------------------------------------------------------------------------- FLOPs
@@ -360,7 +357,7 @@ class Study:
     def tune_recipe(self, target: str) -> dict[str, Any]:
         """Seed 0's choices for ``target`` (runs what they need; finished runs are read,
         not rerun), written to ``ROOT/<target>/recipe.json``."""
-        seed, largest = self.preset.seeds[0], max(BASE_BUDGETS)
+        seed = self.preset.seeds[0]
         recipe: dict[str, Any] = {}
 
         def final_valid(workdir):
@@ -369,11 +366,14 @@ class Study:
         def base_score(budget):
             return lambda lr: final_valid(self.frontier_run(target, FRONTIERS[0], budget, seed, lr))
 
+        # Every budget of base's frontier is tuned: each point is the best base can do
+        # with its compute (an interior point given a neighbour's rate can be far from it).
         recipe["base_lr"] = {"1": tune(RATE_LADDER, BASE_RATES, base_score(1))}
-        rate_1x = recipe["base_lr"]["1"]["chosen"]
-        recipe["base_lr"][f"{largest:g}"] = tune(
-            RATE_LADDER, neighbours(RATE_LADDER, rate_1x), base_score(largest)
-        )
+        rate_1x = previous = recipe["base_lr"]["1"]["chosen"]
+        for budget in BASE_BUDGETS[1:]:
+            tuned = tune(RATE_LADDER, neighbours(RATE_LADDER, previous), base_score(budget))
+            recipe["base_lr"][f"{budget:g}"] = tuned
+            previous = tuned["chosen"]
         base_1x = self.frontier_run(target, FRONTIERS[0], 1, seed, rate_1x)
         recipe["finetune_lr"] = tune(
             FINETUNE_LADDER,
@@ -393,8 +393,16 @@ class Study:
         return recipe
 
     def rate(self, target: str, budget: float) -> float:
-        tuned = {float(b): r["chosen"] for b, r in self.recipe[target]["base_lr"].items()}
-        return tuned[nearest_budget(budget, list(tuned))]
+        """Base's tuned peak rate at ``budget`` x its FLOPs (also mixing's there)."""
+        tuned = self.recipe[target]["base_lr"]
+        if f"{budget:g}" not in tuned:
+            raise KeyError(
+                f"{target}: no tuned base rate at {budget:g}x in {self.root / target}/"
+                f"recipe.json (tuned: {', '.join(tuned)}x; a recipe of an older version of "
+                "this study). Rerun the study on this workdir: it tunes the missing budgets "
+                "and reuses every finished run."
+            )
+        return tuned[f"{budget:g}"]["chosen"]
 
     def outer_lr(self, target: str, variant: Variant) -> float | None:
         if not variant.outer_rates:
@@ -412,7 +420,7 @@ class Study:
         n_runs = len(per_target)
         per_target += [Planned("finetune", preset.finetune_steps)] * n_runs
         tuning = [Planned("base", preset.steps)] * (len(BASE_RATES) - 1)
-        tuning += [Planned("base", max(BASE_BUDGETS) * preset.steps)] * 2
+        tuning += [Planned("base", b * preset.steps) for b in BASE_BUDGETS[1:] for _ in (1, 2)]
         tuning += [Planned("finetune", preset.finetune_steps)] * (len(FINETUNE_RATES) - 1)
         tuning += [
             Planned(v.method, preset.steps)

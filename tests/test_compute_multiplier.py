@@ -87,10 +87,48 @@ def test_tune_extends_the_grid_past_an_edge_until_the_best_is_inside():
         compute_multiplier.tune(ladder, (2e-3,), score)
 
 
-def test_each_budget_takes_the_rate_of_the_nearest_tuned_budget_in_log_scale():
-    nearest = compute_multiplier.nearest_budget
-    assert [nearest(b, [1, 8]) for b in (1, 2, 4, 8)] == [1, 1, 8, 8]
-    assert nearest(2, [1, 4]) == 1  # a tie goes to the smaller budget
+def test_every_budget_of_base_frontier_is_tuned_from_the_previous_budgets_choice(
+    tmp_path, monkeypatch
+):
+    """A fake study whose final target_valid bpb is a parabola in log10(rate) with its
+    optimum moving up one ladder rung per doubling of the budget: each budget's choice is
+    the ladder rate nearest its optimum, found from the previous choice's neighbours."""
+    import types
+
+    from benchmark_setup import VALID_KEY
+
+    ladder = compute_multiplier.RATE_LADDER
+    best = {1: 3e-3, 2: 1e-2, 4: 3e-2, 8: 1e-1}
+    ran = []
+
+    def frontier_run(target, frontier, budget, seed, lr):
+        ran.append((budget, lr))
+        return (budget, lr)
+
+    def read_rows(workdir):
+        budget, lr = workdir
+        return [{VALID_KEY: (math.log10(lr) - math.log10(best[budget])) ** 2}]
+
+    monkeypatch.setattr(compute_multiplier, "read_rows", read_rows)
+    monkeypatch.setattr(compute_multiplier, "best_eval", lambda rows: rows[0])
+    study = types.SimpleNamespace(
+        preset=types.SimpleNamespace(seeds=(0,)),
+        variants=(),
+        root=tmp_path,
+        frontier_run=frontier_run,
+        finetune=lambda target, source, seed, lr: (1, 3e-3),
+    )
+    (tmp_path / "t").mkdir()
+    recipe = compute_multiplier.Study.tune_recipe(study, "t")
+    chosen = {b: tuned["chosen"] for b, tuned in recipe["base_lr"].items()}
+    assert chosen == {"1": 3e-3, "2": 1e-2, "4": 3e-2, "8": 1e-1}
+    # 2x starts from 1x's choice and its neighbours and extends past the upper edge.
+    assert [lr for b, lr in ran if b == 2] == [1e-3, 3e-3, 1e-2, 3e-2]
+    assert all(lr in ladder for _, lr in ran)
+    study.recipe = {"t": recipe}
+    assert compute_multiplier.Study.rate(study, "t", 4) == 3e-2
+    with pytest.raises(KeyError, match="no tuned base rate at 16x"):
+        compute_multiplier.Study.rate(study, "t", 16)
 
 
 def test_multipliers_of_a_row_against_its_own_seeds_frontier():
