@@ -199,6 +199,7 @@ def test_the_quick_study_runs_end_to_end(tmp_path, tfds_dir):
     ):
         assert column in header
     assert (out / "python_frontier.png").exists() and (out / "amortisation_frontier.png").exists()
+    assert "Status: complete" in (out / "results.md").read_text()
 
 
 def test_a_preset_trains_each_target_at_its_tuned_rate():
