@@ -34,17 +34,21 @@ def test_collapse_monitor_warns_once_per_kind():
     monitor = metrics.CollapseMonitor(batch_size=8, big_batch_size=64)
     healthy = {
         "select/active": 1.0,
-        "select/ess_fraction": 0.5,
+        "select/ess_fraction": 0.1,  # 6.4 of 64: below b = 8, above b / 4
         "select/domain_share/a": 0.5,
         "select/domain_share/b": 0.5,
     }
     assert monitor.check(1, healthy) == []
     collapsed = dict(
         healthy,
-        **{"select/ess_fraction": 0.05, "select/domain_share/a": 1.0, "select/domain_share/b": 0.0},
+        **{
+            "select/ess_fraction": 0.025,  # 1.6 of 64: below b / 4 = 2
+            "select/domain_share/a": 1.0,
+            "select/domain_share/b": 0.0,
+        },
     )
     messages = monitor.check(2, collapsed)
-    assert len(messages) == 2 and "3.2 examples of 64" in messages[0]
+    assert len(messages) == 2 and "1.6 examples of 64" in messages[0]
     assert "100% of the selected examples are from domain 'a'" in messages[1]
     assert monitor.check(3, collapsed) == []
     assert monitor.check(4, dict(collapsed, **{"select/active": 0.0})) == []
