@@ -162,6 +162,12 @@ STUDY_METHODS = (
         {"outer.every": 16, **SMALL_WEIGHTING_MODEL},
         outer_rates=OUTER_RATES,
     ),
+    Variant(
+        "anograd_every32_smallcnn",
+        "anograd",
+        {"outer.every": 32, **SMALL_WEIGHTING_MODEL},
+        outer_rates=OUTER_RATES,
+    ),
 )
 QUICK_METHODS = ("dsir", "anograd", "anograd_every4", "anograd_freeze50")
 
