@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import pathlib
 import platform
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -221,29 +222,58 @@ def plots(out: pathlib.Path, preset, rows) -> None:
         fig.tight_layout()
         fig.savefig(out / f"{target}_frontier.png", dpi=110)
         plt.close(fig)
-    selection = [r for r in rows if not r["frontier"]]
-    if not selection:
+    amortisation_plot(out, preset, [r for r in rows if not r["frontier"]])
+
+
+def amortisation_family(name: str) -> str:
+    """The variants of one scorer that differ only in how often the outer update runs
+    (``anograd``, ``anograd_every4``... -> ``anograd``; ``anograd_every8_smallcnn`` ->
+    ``anograd_smallcnn``): joined by a line on the amortisation frontier."""
+    return re.sub(r"_every\d+", "", name)
+
+
+def amortisation_plot(out: pathlib.Path, preset, selection) -> None:
+    """``amortisation_frontier.png``: per target, each method's multiplier against base's
+    frontier after fine-tuning (geometric mean over seeds) at its training FLOPs, the
+    variants of a family (``amortisation_family``) joined in order of FLOPs."""
+    targets = [t for t in preset.targets if _by(selection, target=t)]
+    if not targets:
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for target in preset.targets:
-        xs, ys, names = [], [], []
+    families = list(dict.fromkeys(amortisation_family(r["method"]) for r in selection))
+    colours = {f: plt.cm.tab20(i % 20) for i, f in enumerate(families)}  # same in every panel
+    fig, axes = plt.subplots(
+        1, len(targets), figsize=(5.5 * len(targets), 5), sharey=True, squeeze=False
+    )
+    for ax, target in zip(axes[0], targets):
+        points: dict[str, list[tuple[float, float, str]]] = {}
         for name in _names(selection, target):
             group = _by(selection, target=target, method=name)
             values = [r["multiplier_base_finetuned"] for r in group]
             if values and all(isinstance(v, (int, float)) for v in values):
-                xs.append(statistics.fmean(r["flops_vs_base"] for r in group))
-                ys.append(stats.ratio_interval(values).mean)
-                names.append(name)
-        line = ax.plot(xs, ys, "o", label=target)[0]
-        for x, y, name in zip(xs, ys, names):
-            ax.annotate(name, (x, y), fontsize=6, color=line.get_color())
-    ax.axhline(1.0, color="grey", lw=1)
-    _log_x(ax)
-    ax.set_yscale("log")
-    ax.set_xlabel("training FLOPs / base's (FLOPs per step x steps)")
-    ax.set_ylabel("effective compute multiplier (x base, after FT)")
-    ax.set_title("Amortisation frontier")
-    ax.legend(fontsize=8)
+                x = statistics.fmean(r["flops_vs_base"] for r in group)
+                y = stats.ratio_interval(values).mean
+                points.setdefault(amortisation_family(name), []).append((x, y, name))
+        for family, members in points.items():
+            members.sort()
+            xs, ys, names = zip(*members)
+            style = "o-" if len(members) > 1 else "o"
+            ax.plot(xs, ys, style, color=colours[family], label=family)
+            for x, y, name in members:
+                ax.annotate(
+                    name,
+                    (x, y),
+                    fontsize=6,
+                    color=colours[family],
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        ax.axhline(1.0, color="grey", lw=1)
+        _log_x(ax)
+        ax.set_yscale("log")
+        ax.set_xlabel("training FLOPs / base's (FLOPs per step x steps)")
+        ax.set_title(f"{target}: amortisation frontier")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("effective compute multiplier (x base, after FT)")
     fig.tight_layout()
     fig.savefig(out / "amortisation_frontier.png", dpi=110)
     plt.close(fig)

@@ -281,3 +281,13 @@ def test_the_study_expects_a_row_per_frontier_point_and_variant():
     assert names[:5] == ["base", "base_x2", "base_x4", "base_x8", "mixing"]
     assert names[-2:] == ["dsir", "classifier"]
     assert len(names) == sum(len(f.budgets) for f in compute_multiplier.FRONTIERS) + 2
+
+
+def test_amortisation_families_join_variants_that_differ_only_in_outer_every():
+    import compute_multiplier_report as report
+
+    family = report.amortisation_family
+    assert {family(n) for n in ("anograd", "anograd_every4", "anograd_every16")} == {"anograd"}
+    assert family("anograd_every8_smallcnn") == family("anograd_every32_smallcnn")
+    assert family("anograd_every8_smallcnn") != "anograd"
+    assert family("anograd_freeze25") == "anograd_freeze25"
