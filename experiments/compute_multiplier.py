@@ -80,7 +80,7 @@ from adaptive_data import config_args, run_setup, stats
 # at the edge of what was tried.
 RATE_LADDER = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 FINETUNE_LADDER = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-OUTER_LADDER = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+OUTER_LADDER = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 BASE_RATES = (1e-3, 3e-3, 1e-2, 3e-2)
 FINETUNE_RATES = (1e-4, 3e-4, 1e-3)
 OUTER_RATES = (1e-3, 3e-3, 1e-2)
@@ -193,8 +193,11 @@ def tune(ladder: Sequence[float], initial: Sequence[float], score: Callable[[flo
         i = ladder.index(best)
         # Extend only past an edge strictly better than its neighbour (a flat score, e.g.
         # an outer update too rare to matter, is no reason to go on).
-        inner = rates[1] if best == rates[0] else rates[-2] if best == rates[-1] else None
-        strictly = len(rates) == 1 or (inner is not None and tried[best] < tried[inner])
+        if len(rates) == 1:  # a single rate tried: both of its sides are open
+            strictly = True
+        else:
+            inner = rates[1] if best == rates[0] else rates[-2] if best == rates[-1] else None
+            strictly = inner is not None and tried[best] < tried[inner]
         if best == rates[0] and i > 0 and strictly:
             tried[ladder[i - 1]] = score(ladder[i - 1])
         elif best == rates[-1] and i < len(ladder) - 1 and strictly:

@@ -76,20 +76,24 @@ def _mean(rows, column: str) -> str:
     return f"{statistics.fmean(values):.3f}" if values else "-"
 
 
+def tuned_text(tuned: Mapping[str, Any]) -> str:
+    """``chosen (tried rate: score, ...)`` of one ``tune`` result, flagged when the choice
+    is an end of its ladder (the best rate may lie beyond what could be tried)."""
+    tried = ", ".join(f"{lr}: {v:.4f}" for lr, v in tuned["tried"].items())
+    flag = "; **at the end of the ladder**" if tuned.get("at_ladder_end") else ""
+    return f"{tuned['chosen']:g} (tried {tried}{flag})"
+
+
 def recipe_lines(recipe: Mapping[str, Any]) -> list[str]:
     lines = ["## Recipe (seed 0, final target_valid bpb; best-step for fine-tuning)", ""]
     for target, choice in recipe.items():
         lines.append(f"**{target}**")
         for budget, tuned in choice.get("base_lr", {}).items():
-            tried = ", ".join(f"{lr}: {v:.4f}" for lr, v in tuned["tried"].items())
-            lines.append(f"- base peak rate at {budget}x: {tuned['chosen']:g} (tried {tried})")
+            lines.append(f"- base peak rate at {budget}x: {tuned_text(tuned)}")
         if "finetune_lr" in choice:
-            tuned = choice["finetune_lr"]
-            tried = ", ".join(f"{lr}: {v:.4f}" for lr, v in tuned["tried"].items())
-            lines.append(f"- fine-tuning rate: {tuned['chosen']:g} (tried {tried})")
+            lines.append(f"- fine-tuning rate: {tuned_text(choice['finetune_lr'])}")
         for name, tuned in choice.get("outer_lr", {}).items():
-            tried = ", ".join(f"{lr}: {v:.4f}" for lr, v in tuned["tried"].items())
-            lines.append(f"- {name} outer rate: {tuned['chosen']:g} (tried {tried})")
+            lines.append(f"- {name} outer rate: {tuned_text(tuned)}")
         lines.append("")
     return lines
 

@@ -291,3 +291,15 @@ def test_amortisation_families_join_variants_that_differ_only_in_outer_every():
     assert family("anograd_every8_smallcnn") == family("anograd_every32_smallcnn")
     assert family("anograd_every8_smallcnn") != "anograd"
     assert family("anograd_freeze25") == "anograd_freeze25"
+
+
+def test_the_recipe_flags_a_choice_at_the_end_of_its_ladder():
+    import compute_multiplier_report as report
+
+    tuned = compute_multiplier.tune((1e-2, 1e-1), (1e-2,), lambda lr: -lr)
+    assert tuned["at_ladder_end"] and tuned["chosen"] == 1e-1
+    assert report.tuned_text(tuned) == (
+        "0.1 (tried 0.01: -0.0100, 0.1: -0.1000; **at the end of the ladder**)"
+    )
+    inside = compute_multiplier.tune((1e-3, 1e-2, 1e-1), (1e-3, 1e-2, 1e-1), lambda lr: lr != 1e-2)
+    assert report.tuned_text(inside) == "0.01 (tried 0.001: 1.0000, 0.01: 0.0000, 0.1: 1.0000)"
