@@ -111,6 +111,13 @@ class Job:
     prepare: Callable[[], Any] | None = None
 
 
+def _duration(seconds: float) -> str:
+    """``H:MM:SS``, hours unbounded (a grid may take more than a day)."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
 class Grid:
     """Runs jobs in order, skipping finished ones; prints runs done / total and an ETA
     (remaining jobs' estimated seconds: their steps at the seconds per step measured so
@@ -129,14 +136,14 @@ class Grid:
         if not self.seconds_per_step:
             return "?"
         fallback = statistics.mean(self.seconds_per_step.values())
-        left = sum(
-            steps * self.seconds_per_step.get(method, fallback)
+        left = sum(  # a plan may be approximate: more runs of a method than it expected
+            max(steps, 0) * self.seconds_per_step.get(method, fallback)
             for method, steps in self.pending_steps.items()
         )
-        return time.strftime("%H:%M:%S", time.gmtime(left))
+        return _duration(left)
 
     def _progress(self, label: str, status: str) -> None:
-        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.start))
+        elapsed = _duration(time.time() - self.start)
         print(
             f"[{self.done}/{self.total}] {label}: {status} | elapsed {elapsed} | ETA {self._eta()}",
             flush=True,
@@ -146,7 +153,8 @@ class Grid:
         """Trains ``job`` in its workdir unless done; returns its ``done.json``."""
         workdir = job.workdir()
         done_file = workdir / "done.json"
-        self.pending_steps[job.method] -= job.steps
+        self.pending_steps[job.method] = self.pending_steps.get(job.method, 0) - job.steps
+        self.total = max(self.total, self.done + 1)
         if done_file.exists():
             self.done += 1
             self._progress(job.label, "done before, skipped")

@@ -61,8 +61,11 @@ def multiplier_cell(rows: Sequence[Mapping[str, Any]], column: str) -> str:
 
 
 def pays(rows: Sequence[Mapping[str, Any]], column: str) -> str:
-    """ "pays" (interval above 1), "does not pay" (below 1) or "unclear"."""
+    """ "pays" (interval above 1), "does not pay" (below 1), "unclear" (interval
+    across 1, or a single seed) or "-" (no multiplier: a frontier's own rows)."""
     values = [r[column] for r in rows if isinstance(r.get(column), (int, float))]
+    if not values:
+        return "-"
     if len(values) < 2:
         return "unclear"
     interval = stats.ratio_interval(values)

@@ -287,3 +287,25 @@ def test_a_first_version_preflight_report_is_named_not_rendered():
     line = benchmark_report.target_report("python", [], [], {"diagnose": old})[2]
     assert line.startswith("Preflight test (base run, step 100): a report of the first version")
     assert "experiments/results/diagnose_validation_v2/" in line
+
+
+def test_grid_progress_grows_its_total_for_unplanned_runs_and_never_wraps_its_eta(
+    tmp_path, capsys
+):
+    """A plan that expected fewer runs (a tuning ladder extended on the way) must not print
+    ``[3/2]`` or a negative ETA wrapped to a time of day; days of ETA print as hours."""
+    jobs = []
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "done.json").write_text(json.dumps({"result": {}}))
+        jobs.append(
+            benchmark_grid.Job(name, "base", 100, lambda n=name: tmp_path / n, lambda: None)
+        )
+    grid = benchmark_grid.Grid(jobs[:2])
+    grid.seconds_per_step["base"] = 1.0
+    for job in jobs:
+        grid.run(job)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("]")[0] for line in lines] == ["[1/2", "[2/2", "[3/3"]
+    assert all(line.endswith("ETA 0:00:00") for line in lines[1:])
+    assert benchmark_grid._duration(26 * 3600 + 61) == "26:01:01"

@@ -303,3 +303,14 @@ def test_the_recipe_flags_a_choice_at_the_end_of_its_ladder():
     )
     inside = compute_multiplier.tune((1e-3, 1e-2, 1e-1), (1e-3, 1e-2, 1e-1), lambda lr: lr != 1e-2)
     assert report.tuned_text(inside) == "0.01 (tried 0.001: 1.0000, 0.01: 0.0000, 0.1: 1.0000)"
+
+
+def test_the_verdict_is_read_from_the_seed_interval_and_is_blank_without_a_multiplier():
+    import compute_multiplier_report as report
+
+    rows = lambda *values: [{"m": v} for v in values]  # noqa: E731
+    assert report.pays(rows(1.5, 1.6, 1.7), "m") == "pays"
+    assert report.pays(rows(0.5, 0.6, 0.55), "m") == "does not pay"
+    assert report.pays(rows(0.5, 2.0, 1.1), "m") == "unclear"
+    assert report.pays(rows(3.0), "m") == "unclear"  # one seed has no interval
+    assert report.pays([{"m": None}, {}], "m") == "-"  # a frontier's own row
