@@ -298,6 +298,24 @@ def frontier_flops(flops: Sequence[float], bpb: Sequence[float], target: float) 
     return along(x.size - 2, "above", x.size - 1)
 
 
+def frontier_bpb(flops: Sequence[float], bpb: Sequence[float], at: float) -> float:
+    """The bpb of a frontier at ``at`` FLOPs: the break-even a method spending ``at`` must
+    reach to pay for its compute (its multiplier is 1 there on a descending frontier).
+
+    The same curve as ``frontier_flops``: linear in ``log flops`` between the points
+    (shapes ``[J]``, J >= 2 distinct budgets), its first or last segment extended outside
+    them.
+    """
+    order = np.argsort(np.asarray(flops, dtype=float))
+    x = np.log(np.asarray(flops, dtype=float)[order])
+    y = np.asarray(bpb, dtype=float)[order]
+    if x.size < 2 or np.unique(x).size != x.size:
+        raise ValueError(f"a frontier needs at least two distinct budgets, got FLOPs {flops}.")
+    i = int(np.clip(np.searchsorted(x, np.log(at)) - 1, 0, x.size - 2))
+    slope = (y[i + 1] - y[i]) / (x[i + 1] - x[i])
+    return float(y[i] + slope * (np.log(at) - x[i]))
+
+
 def ratio_interval(ratios: Sequence[float], confidence: float = 0.95) -> PairedDifference:
     """Geometric mean of positive ratios (one per seed) with the t interval of their logs,
     mapped back: ``exp(mean log r)`` and ``exp(mean log r -/+ t sd / sqrt(n))``."""

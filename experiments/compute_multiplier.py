@@ -626,8 +626,10 @@ def _write_json(path: pathlib.Path, value: Any) -> None:
 
 def add_multipliers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each row gains ``multiplier_<frontier>[_finetuned]`` (and ``..._where``) against the
-    frontiers (``FRONTIERS``) of the same target and seed (None: no frontier of >= 2
-    points yet, or the row is a point of that frontier)."""
+    frontiers (``FRONTIERS``) of the same target and seed, and ``break_even_<frontier>
+    [_finetuned]``, that frontier's bpb at the row's FLOPs (the bpb at which the row would
+    have a multiplier of 1); None: no frontier of >= 2 points yet, or the row is a point
+    of that frontier."""
     for row in rows:
         for frontier in (f.name for f in FRONTIERS):
             points = [
@@ -638,15 +640,15 @@ def add_multipliers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 and r["seed"] == row["seed"]
             ]
             for suffix, column in (("", "target_bpb"), ("_finetuned", "target_bpb_finetuned")):
-                key = f"multiplier_{frontier}{suffix}"
-                row[key], row[f"{key}_where"] = None, ""
+                key, break_even = f"multiplier_{frontier}{suffix}", f"break_even_{frontier}{suffix}"
+                row[key], row[f"{key}_where"], row[break_even] = None, "", None
                 if len(points) < 2 or row["frontier"] == frontier:  # a point of it: 1
                     continue
-                reached = stats.frontier_flops(
-                    [p["train_flops"] for p in points], [p[column] for p in points], row[column]
-                )
+                curve = [p["train_flops"] for p in points], [p[column] for p in points]
+                reached = stats.frontier_flops(*curve, row[column])
                 row[key] = reached.flops / row["train_flops"]
                 row[f"{key}_where"] = reached.where
+                row[break_even] = stats.frontier_bpb(*curve, row["train_flops"])
     return rows
 
 

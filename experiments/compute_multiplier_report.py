@@ -106,10 +106,10 @@ def target_lines(target: str, rows) -> list[str]:
     lines = [
         f"## {target}",
         "",
-        "| method | FLOPs x base | target bpb | after FT | "
+        "| method | FLOPs x base | target bpb | after FT | break-even (base, FT) | "
         + " | ".join(label for _, label in columns)
         + " | pays (x base, FT) |",
-        "|---|---|---|---|" + "---|" * len(columns) + "---|",
+        "|---|---|---|---|---|" + "---|" * len(columns) + "---|",
     ]
     for name in _names(rows, target):
         group = _by(rows, target=target, method=name)
@@ -117,6 +117,7 @@ def target_lines(target: str, rows) -> list[str]:
         lines.append(
             f"| {name} | {_mean(group, 'flops_vs_base')} | {_mean(group, 'target_bpb')} | "
             f"{_mean(group, 'target_bpb_finetuned')} | "
+            f"{_mean(group, 'break_even_base_finetuned')} | "
             + " | ".join(cells)
             + f" | {pays(group, 'multiplier_base_finetuned')} |"
         )
@@ -170,7 +171,9 @@ def markdown(preset, rows, recipe, flops, command: str, expected: Sequence[str])
         "compute would as plain training. Cells: geometric mean over seeds [95% t interval "
         "of the log] (n seeds); `<` / `>`: some seed fell below the frontier's cheapest / "
         "beyond its dearest point and was extrapolated along the nearest segment. Rows "
-        "`base_x2`... are the frontier points themselves.",
+        "`base_x2`... are the frontier points themselves. Break-even: base's fine-tuned "
+        "frontier at the method's FLOPs (seed mean), the bpb the method had to reach to "
+        "pay for its compute.",
         "",
         *recipe_lines(recipe),
     ]

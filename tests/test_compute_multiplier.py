@@ -149,6 +149,9 @@ def test_multipliers_of_a_row_against_its_own_seeds_frontier():
     assert method["multiplier_base"] == pytest.approx(4.0 / 2.0)
     assert method["multiplier_base_finetuned"] == pytest.approx(4.0 / 2.0)
     assert method["multiplier_mixing"] is None  # no mixing frontier
+    assert method["break_even_base"] == pytest.approx(4.0 - 0.2)  # seed 1's frontier at 2
+    assert method["break_even_base_finetuned"] == pytest.approx(4.0 - 0.2 - 0.1)
+    assert method["break_even_mixing"] is None
 
 
 def test_schedule_flops_counts_each_step_kind_as_a_naive_loop_does():
@@ -314,3 +317,18 @@ def test_the_verdict_is_read_from_the_seed_interval_and_is_blank_without_a_multi
     assert report.pays(rows(0.5, 2.0, 1.1), "m") == "unclear"
     assert report.pays(rows(3.0), "m") == "unclear"  # one seed has no interval
     assert report.pays([{"m": None}, {}], "m") == "-"  # a frontier's own row
+
+
+def test_frontier_bpb_is_the_inverse_of_frontier_flops_and_extends_the_end_segments():
+    flops, bpb = [1.0, 2.0, 8.0], [3.0, 2.6, 2.0]
+    # Inside: the straight line in log FLOPs between 2 and 8 (closed form at 4: midpoint).
+    assert stats.frontier_bpb(flops, bpb, 4.0) == pytest.approx(2.3)
+    assert stats.frontier_bpb(flops, bpb, 2.0) == pytest.approx(2.6)
+    for target in (2.9, 2.45, 2.1):
+        at = stats.frontier_flops(flops, bpb, target).flops
+        assert stats.frontier_bpb(flops, bpb, at) == pytest.approx(target)
+    # Outside: the first / last segment extended (0.4 bpb per doubling, 0.3 per doubling).
+    assert stats.frontier_bpb(flops, bpb, 0.5) == pytest.approx(3.4)
+    assert stats.frontier_bpb(flops, bpb, 16.0) == pytest.approx(1.7)
+    with pytest.raises(ValueError, match="two distinct budgets"):
+        stats.frontier_bpb([1.0, 1.0], [3.0, 2.0], 1.5)
