@@ -124,6 +124,52 @@ def target_lines(target: str, rows) -> list[str]:
     return [*lines, ""]
 
 
+def equal_step_cell(rows, target: str, name: str, reference: str) -> str:
+    """``name`` against ``reference`` (both at the preset's steps) after fine-tuning: mean
+    relative paired difference in target test bpb over the seeds both have [95% t interval
+    of that fraction] and the verdict (``stats.compare``)."""
+    by_seed = {
+        method: {
+            r["seed"]: r["target_bpb_finetuned"] for r in _by(rows, target=target, method=method)
+        }
+        for method in (name, reference)
+    }
+    seeds = sorted(set(by_seed[name]) & set(by_seed[reference]))
+    if len(seeds) < 2:
+        return "-"
+    a, b = [by_seed[name][s] for s in seeds], [by_seed[reference][s] for s in seeds]
+    diff = stats.relative_paired_difference(a, b)
+    verdict = stats.compare(a, b)
+    verdict = "=" if verdict == stats.NOT_DISTINGUISHABLE else verdict
+    return f"{diff.mean:+.1%} [{diff.low:+.1%}, {diff.high:+.1%}] {verdict}"
+
+
+def equal_step_lines(preset, rows) -> list[str]:
+    """Every method at the preset's steps against base and mixing at the same steps (the
+    benchmark's question, at the tuned recipe): one table, a column per target."""
+    targets = [t for t in preset.targets if _by(rows, target=t)]
+    methods = [
+        name
+        for name in dict.fromkeys(r["method"] for r in rows if not r["frontier"])
+        if any(_by(rows, target=t, method=name) for t in targets)
+    ]
+    lines = [
+        "## Equal steps (after fine-tuning)",
+        "",
+        f"Each method at {preset.steps} steps against base and mixing (the authors' separate "
+        "target batch) at the same steps and recipe: mean relative paired difference in "
+        "target test bpb [95% t interval], negative is better; `=`: not distinguishable.",
+        "",
+        "| method | reference | " + " | ".join(targets) + " |",
+        "|---|---|" + "---|" * len(targets),
+    ]
+    for name in methods:
+        for reference in ("base", "mixing"):
+            cells = [equal_step_cell(rows, t, name, reference) for t in targets]
+            lines.append(f"| {name} | {reference} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def status_lines(preset, rows, expected: Sequence[str]) -> list[str]:
     """Whether the grid has finished: every (target, ``expected`` row name, seed) of the
     preset has a row. Otherwise the count of finished rows and, per target, the seeds that
@@ -180,6 +226,7 @@ def markdown(preset, rows, recipe, flops, command: str, expected: Sequence[str])
     for target in preset.targets:
         if _by(rows, target=target):
             lines += target_lines(target, rows)
+    lines += equal_step_lines(preset, rows)
     lines += ["## FLOPs per step (XLA cost analysis, x base)", ""]
     lines += ["| variant | warm-up | selection | selection + outer update |", "|---|---|---|---|"]
     base = flops.get("base", {}).get("warmup")

@@ -289,9 +289,7 @@ def test_a_first_version_preflight_report_is_named_not_rendered():
     assert "experiments/results/diagnose_validation_v2/" in line
 
 
-def test_grid_progress_grows_its_total_for_unplanned_runs_and_never_wraps_its_eta(
-    tmp_path, capsys
-):
+def test_grid_progress_grows_its_total_for_unplanned_runs_and_never_wraps_its_eta(tmp_path, capsys):
     """A plan that expected fewer runs (a tuning ladder extended on the way) must not print
     ``[3/2]`` or a negative ETA wrapped to a time of day; days of ETA print as hours."""
     jobs = []

@@ -332,3 +332,19 @@ def test_frontier_bpb_is_the_inverse_of_frontier_flops_and_extends_the_end_segme
     assert stats.frontier_bpb(flops, bpb, 16.0) == pytest.approx(1.7)
     with pytest.raises(ValueError, match="two distinct budgets"):
         stats.frontier_bpb([1.0, 1.0], [3.0, 2.0], 1.5)
+
+
+def test_equal_step_cells_pair_seeds_and_read_the_relative_difference():
+    import compute_multiplier_report as report
+
+    def row(method, seed, bpb):
+        return {"target": "t", "method": method, "seed": seed, "target_bpb_finetuned": bpb}
+
+    rows = [row("base", s, 4.0) for s in (0, 1, 2)]
+    rows += [row("m", 0, 3.6), row("m", 1, 3.7), row("m", 2, 3.5)]  # -10%, -7.5%, -12.5%
+    rows += [row("n", 0, 4.0), row("n", 1, 4.4)]  # seed 2 missing: paired over 0 and 1
+    assert report.equal_step_cell(rows, "t", "m", "base").startswith("-10.0% [")
+    assert report.equal_step_cell(rows, "t", "m", "base").endswith("better")
+    assert report.equal_step_cell(rows, "t", "n", "base").startswith("+5.0% [")
+    assert report.equal_step_cell(rows, "t", "n", "base").endswith("=")
+    assert report.equal_step_cell(rows[:4], "t", "m", "base") == "-"  # one paired seed
