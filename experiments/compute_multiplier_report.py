@@ -249,11 +249,12 @@ def _log_x(ax) -> None:
 
 def plots(out: pathlib.Path, preset, rows) -> None:
     """``<target>_frontier.png`` per target and ``amortisation_frontier.png``."""
+    colours = family_colours([r for r in rows if not r["frontier"]])
     for target in preset.targets:
         target_rows = _by(rows, target=target)
         if not target_rows:
             continue
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharex=True)
         for ax, column, title in zip(
             axes, ("target_bpb", "target_bpb_finetuned"), ("before", "after")
         ):
@@ -264,18 +265,19 @@ def plots(out: pathlib.Path, preset, rows) -> None:
                 if points:
                     xs = sorted(points)
                     ax.plot(xs, [statistics.fmean(points[x]) for x in xs], style, label=frontier)
+            points: dict[str, list[tuple[float, float, str]]] = {}
             for name in _names(target_rows, target):
                 group = [r for r in _by(target_rows, method=name) if not r["frontier"]]
                 if group:
                     x = statistics.fmean(r["flops_vs_base"] for r in group)
                     y = statistics.fmean(r[column] for r in group)
-                    ax.plot([x], [y], "o", alpha=0.8)
-                    ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                    points.setdefault(amortisation_family(name), []).append((x, y, name))
+            plot_families(ax, points, colours)
             _log_x(ax)
             ax.set_xlabel("training FLOPs / base's at the preset's steps")
             ax.set_ylabel("target test bpb (mean over seeds)")
             ax.set_title(f"{target}: {title} fine-tuning")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         fig.savefig(out / f"{target}_frontier.png", dpi=110)
         plt.close(fig)
@@ -289,6 +291,33 @@ def amortisation_family(name: str) -> str:
     return re.sub(r"_every\d+", "", name)
 
 
+def family_colours(selection) -> dict[str, Any]:
+    """One colour per amortisation family, the same in every panel and plot."""
+    families = dict.fromkeys(amortisation_family(r["method"]) for r in selection)
+    return {f: plt.cm.tab20(i % 20) for i, f in enumerate(families)}
+
+
+def plot_families(ax, points: Mapping[str, list[tuple[float, float, str]]], colours) -> None:
+    """Each family's ``(x, y, name)`` points in its colour, joined in order of x when it has
+    several (then each is labelled with what sets it apart, e.g. ``every16``)."""
+    for family, members in points.items():
+        members = sorted(members)
+        xs, ys, names = zip(*members)
+        ax.plot(xs, ys, "o-" if len(members) > 1 else "o", color=colours[family], label=family)
+        if len(members) == 1:
+            continue
+        for x, y, name in members:
+            setting = re.search(r"every\d+", name)
+            ax.annotate(
+                setting.group(0) if setting else "every1",
+                (x, y),
+                fontsize=6,
+                color=colours[family],
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+
+
 def amortisation_plot(out: pathlib.Path, preset, selection) -> None:
     """``amortisation_frontier.png``: per target, each method's multiplier against base's
     frontier after fine-tuning (geometric mean over seeds) at its training FLOPs, the
@@ -296,8 +325,7 @@ def amortisation_plot(out: pathlib.Path, preset, selection) -> None:
     targets = [t for t in preset.targets if _by(selection, target=t)]
     if not targets:
         return
-    families = list(dict.fromkeys(amortisation_family(r["method"]) for r in selection))
-    colours = {f: plt.cm.tab20(i % 20) for i, f in enumerate(families)}  # same in every panel
+    colours = family_colours(selection)
     fig, axes = plt.subplots(
         1, len(targets), figsize=(5.5 * len(targets), 5), sharey=True, squeeze=False
     )
@@ -310,20 +338,7 @@ def amortisation_plot(out: pathlib.Path, preset, selection) -> None:
                 x = statistics.fmean(r["flops_vs_base"] for r in group)
                 y = stats.ratio_interval(values).mean
                 points.setdefault(amortisation_family(name), []).append((x, y, name))
-        for family, members in points.items():
-            members.sort()
-            xs, ys, names = zip(*members)
-            style = "o-" if len(members) > 1 else "o"
-            ax.plot(xs, ys, style, color=colours[family], label=family)
-            for x, y, name in members:
-                ax.annotate(
-                    name,
-                    (x, y),
-                    fontsize=6,
-                    color=colours[family],
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
+        plot_families(ax, points, colours)
         ax.axhline(1.0, color="grey", lw=1)
         _log_x(ax)
         ax.set_yscale("log")
