@@ -124,6 +124,37 @@ def target_lines(target: str, rows) -> list[str]:
     return [*lines, ""]
 
 
+def summary_lines(preset, rows) -> list[str]:
+    """One line per method, a column per target: its multiplier against base's frontier
+    after fine-tuning and the verdict (the tables' last two columns side by side)."""
+    targets = [t for t in preset.targets if _by(rows, target=t)]
+    column = "multiplier_base_finetuned"
+    lines = [
+        "## Summary: multiplier against base's frontier, after fine-tuning",
+        "",
+        "| method | FLOPs x base | " + " | ".join(targets) + " |",
+        "|---|---|" + "---|" * len(targets),
+    ]
+    # Every method, and each mixing frontier's 1x point (base's points have no multiplier).
+    names = dict.fromkeys(
+        r["method"]
+        for r in rows
+        if not r["frontier"] or (r["frontier"] != "base" and r["budget"] == 1)
+    )
+    for name in names:
+        cells = []
+        for target in targets:
+            group = _by(rows, target=target, method=name)
+            verdict = pays(group, column)
+            cells.append("-" if verdict == "-" else f"{multiplier_cell(group, column)} {verdict}")
+        lines.append(
+            f"| {name} | {_mean(_by(rows, method=name), 'flops_vs_base')} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return [*lines, ""]
+
+
 def equal_step_cell(rows, target: str, name: str, reference: str) -> str:
     """``name`` against ``reference`` (both at the preset's steps) after fine-tuning: mean
     relative paired difference in target test bpb over the seeds both have [95% t interval
@@ -221,6 +252,7 @@ def markdown(preset, rows, recipe, flops, command: str, expected: Sequence[str])
         "frontier at the method's FLOPs (seed mean), the bpb the method had to reach to "
         "pay for its compute.",
         "",
+        *summary_lines(preset, rows),
         *recipe_lines(recipe),
     ]
     for target in preset.targets:

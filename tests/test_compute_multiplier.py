@@ -348,3 +348,37 @@ def test_equal_step_cells_pair_seeds_and_read_the_relative_difference():
     assert report.equal_step_cell(rows, "t", "n", "base").startswith("+5.0% [")
     assert report.equal_step_cell(rows, "t", "n", "base").endswith("=")
     assert report.equal_step_cell(rows[:4], "t", "m", "base") == "-"  # one paired seed
+
+
+def test_the_summary_has_a_line_per_method_and_per_mixing_frontier_but_not_base():
+    import types
+
+    import compute_multiplier_report as report
+
+    def row(method, frontier, budget, multiplier, seed):
+        return {
+            "target": "t",
+            "method": method,
+            "frontier": frontier,
+            "budget": budget,
+            "seed": seed,
+            "flops_vs_base": float(budget or 2),
+            "multiplier_base_finetuned": multiplier,
+        }
+
+    rows = [
+        row(name, frontier, budget, multiplier, seed)
+        for seed in (0, 1, 2)
+        for name, frontier, budget, multiplier in (
+            ("base", "base", 1, None),
+            ("base_x2", "base", 2, None),
+            ("mixing", "mixing", 1, 0.5),
+            ("mixing_x2", "mixing", 2, 0.6),
+            ("m", "", "", 2.0 + 0.1 * seed),
+        )
+    ]
+    lines = report.summary_lines(types.SimpleNamespace(targets=("t",)), rows)
+    table = {line.split(" | ")[0][2:]: line for line in lines if line.startswith("| ")}
+    assert list(table) == ["method", "mixing", "m"]
+    assert "2.10 [" in table["m"] and table["m"].endswith("pays |")
+    assert table["mixing"].endswith("does not pay |")
