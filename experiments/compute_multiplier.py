@@ -16,8 +16,9 @@ The protocol (docs/algorithms.md, "Compute accounting"), per target task of the 
    instead left russian's 2x point 0.09 bpb worse than at its own best rate, which
    inflated every multiplier read off it.) The fine-tuning rate is
    chosen the same way from ``FINETUNE_RATES`` on base 1x (best ``target_valid`` step).
-   Amortised variants with fewer outer updates (``Variant.outer_rates``) choose their
-   outer learning rate the same way on seed 0. Every method trains at the 1x rate.
+   The bilevel variants with ``Variant.outer_rates`` (anograd and soba every step, and
+   every amortised variant with fewer outer updates) choose their outer learning rate
+   the same way on seed 0. Every method trains at the 1x rate.
 2. **Annealed frontiers** (``FRONTIERS``). Base at 1, 2, 4, 8 x its own FLOPs (the
    preset's steps times the budget) and mixing at 1, 2, 4 x base's FLOPs (mixing reads a
    target batch as well, so it takes fewer steps), every point a separate run whose
@@ -134,14 +135,14 @@ SMALL_WEIGHTING_MODEL = {"weighting.embed_dim": 16, "weighting.conv_features": (
 STUDY_METHODS = (
     Variant("dsir", "dsir"),
     Variant("classifier", "classifier"),
-    Variant("anograd", "anograd"),
+    Variant("anograd", "anograd", outer_rates=OUTER_RATES),
     Variant("anograd_every4", "anograd", {"outer.every": 4}, outer_rates=OUTER_RATES),
     Variant("anograd_every8", "anograd", {"outer.every": 8}, outer_rates=OUTER_RATES),
     Variant("anograd_every16", "anograd", {"outer.every": 16}, outer_rates=OUTER_RATES),
     Variant("anograd_freeze25", "anograd", stop_after_fraction=0.25),
     Variant("anograd_freeze50", "anograd", stop_after_fraction=0.5),
     Variant("anograd_frac25", "anograd", {"outer.batch_fraction": 0.25}),
-    Variant("soba", "soba"),
+    Variant("soba", "soba", outer_rates=OUTER_RATES),
     Variant("soba_every4", "soba", {"outer.every": 4}, outer_rates=OUTER_RATES),
     Variant("align_filter", "align_filter"),
     # Added to the grid after its first launch (they run after the variants above).
